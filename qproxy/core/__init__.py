@@ -1,0 +1,1 @@
+"""The protocol core: the JSON stream decoder and the agent channel."""

@@ -1,0 +1,435 @@
+"""One channel per agent: owns the byte stream, routes replies to the calls that wait.
+
+The channel keeps the transport open (reopening it with capped, jittered exponential
+backoff when it drops), runs the handshake on every new connection, gives every
+request a channel-unique ``id`` and routes each reply to the call that carries it.
+
+Life of a connection::
+
+    CONNECTING -> SYNCING -> READY -> DISCONNECTED -> CONNECTING ... -> CLOSED
+
+Calls made while CONNECTING or SYNCING wait in the write queue; calls made while
+DISCONNECTED fail at once with :class:`~qproxy.errors.ConnectionLost`; when a
+connection breaks every pending and queued call fails with it immediately.
+
+Replies are matched by ``id``.  An agent that does not echo ids (very old qemu-ga)
+is detected on its first id-less reply; the channel then matches replies in order
+(first in, first out) and re-syncs after any call times out.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from gevent.event import AsyncResult, Event
+
+from ..errors import ChannelClosed, ConnectFailed, ConnectionLost, ProtocolError, QProxyError
+from ..transports import Transport, transport_for
+from .decoder import DEFAULT_MAX_SIZE, Decoder
+from .handshake import SyncMarker, check_handshake, is_stray_parse_error, new_marker
+from .stats import ChannelStats
+
+
+class State(enum.Enum):
+    """Where a channel is in its life."""
+
+    CONNECTING = "connecting"
+    SYNCING = "syncing"
+    READY = "ready"
+    DISCONNECTED = "disconnected"
+    CLOSED = "closed"
+
+
+class Call(AsyncResult):  # type: ignore[misc]
+    """A request in flight: an AsyncResult that receives the agent's whole reply dict."""
+
+    __slots__ = ("abandoned", "cid", "command")
+
+    def __init__(self, cid: int, command: str) -> None:
+        super().__init__()
+        self.cid = cid
+        self.command = command
+        self.abandoned = False
+
+
+def _backoff(attempt: int, base: float, cap: float) -> float:
+    return float(min(cap, base * (2 ** min(attempt, 30))) * random.uniform(0.5, 1.0))
+
+
+class Channel:
+    """The one shared connection to one agent.
+
+    ``target`` is an agent URL (``unix:/run/qga.sock``) or an unopened
+    :class:`~qproxy.transports.Transport`.  Call :meth:`start`, then :meth:`submit`
+    requests from any number of greenlets.
+    """
+
+    def __init__(self, target: str | Transport, *,
+                 handshake: str = "sync-delimited",
+                 reconnect: bool = True,
+                 retry_first_connect: bool = False,
+                 sync_timeout: float = 0.5,
+                 backoff_base: float = 0.1,
+                 backoff_cap: float = 5.0,
+                 max_message_size: int = DEFAULT_MAX_SIZE,
+                 name: str | None = None,
+                 logger: logging.Logger | None = None) -> None:
+        self._target = target
+        self.url = target if isinstance(target, str) else target.url
+        if isinstance(target, str):
+            transport_for(target)  # validate the URL now, so errors surface at once
+        self.handshake = check_handshake(handshake)
+        self.reconnect = reconnect
+        self.retry_first_connect = retry_first_connect
+        self.sync_timeout = sync_timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_message_size = max_message_size
+        label = name or self.url
+        self.log = logger or logging.getLogger("qproxy.channel." + label.replace(".", "_"))
+        self.stats = ChannelStats()
+        self.state = State.CONNECTING
+        self.last_error: QProxyError | None = None
+        self.echoes_ids = True
+        self._pending: dict[int, Call] = {}
+        self._next_id = 1
+        self._wqueue: deque[bytes] = deque()
+        self._writer_busy = False
+        self._wake_writer = Event()
+        self._ready = Event()
+        self._transport: Transport | None = None
+        self._marker: SyncMarker | None = None
+        self._saw_ff = False
+        self._synced = Event()
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self._runner: gevent.Greenlet | None = None
+        self._connected_once = False
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> Channel:
+        """Start connecting in the background; returns self."""
+        if self._runner is None:
+            self._runner = gevent.spawn(self._run)
+        return self
+
+    def wait_ready(self, timeout: float | None) -> None:
+        """Wait until the handshake completes; raise :class:`ConnectFailed` if it does not."""
+        self.start()
+        self._ready.wait(timeout)
+        if self.state is State.READY:
+            return
+        if self.state is State.CLOSED and isinstance(self.last_error, ChannelClosed):
+            raise self.last_error
+        reason = f": {self.last_error}" if self.last_error else ""
+        if self._transport is not None and self.state is State.SYNCING:
+            reason = (f": connected, but the agent did not answer {self.handshake} within "
+                      f"{timeout:g} s (is the agent running on the other end?)")
+        raise ConnectFailed(f"could not reach the agent at {self.url}{reason}")
+
+    @property
+    def ready(self) -> bool:
+        """True while the channel is connected and synchronised."""
+        return self.state is State.READY
+
+    def close(self) -> None:
+        """Close the channel: pending calls fail with :class:`ChannelClosed`."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        exc = ChannelClosed(f"the channel to {self.url} was closed")
+        self.last_error = exc
+        self._fail_all(exc)
+        runner, self._runner = self._runner, None
+        if runner is not None and runner is not gevent.getcurrent():
+            runner.kill(block=False)
+        if self._transport is not None:
+            self._transport.close()
+        self._ready.set()
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(message)`` for every message that answers no call (events)."""
+        self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Stop calling ``callback``."""
+        if callback in self._subscribers:
+            self._subscribers.remove(callback)
+
+    # -- calls ----------------------------------------------------------------------
+    def submit(self, request: dict[str, Any]) -> Call:
+        """Send ``request`` (a dict with ``execute``); its ``id`` is replaced by ours.
+
+        The returned :class:`Call` receives the agent's reply dict, or fails with
+        :class:`ConnectionLost`.  Never blocks.
+        """
+        cid = self._next_id
+        self._next_id = cid + 1
+        call = Call(cid, str(request.get("execute")))
+        state = self.state
+        if state is State.DISCONNECTED or state is State.CLOSED:
+            call.set_exception(self._unavailable())
+            return call
+        request["id"] = cid
+        data = json.dumps(request, separators=(",", ":")).encode() + b"\n"
+        self._pending[cid] = call
+        self.stats.calls += 1
+        self._enqueue(data)
+        return call
+
+    def abandon(self, call: Call) -> None:
+        """The caller gave up (timeout): drop the late reply when it comes."""
+        if call.ready():
+            return
+        call.abandoned = True
+        self.stats.timeouts += 1
+        if self.echoes_ids:
+            self._pending.pop(call.cid, None)
+        elif self.state is State.READY:
+            self._resync_soon()
+
+    def _unavailable(self) -> ConnectionLost:
+        if self.state is State.CLOSED:
+            return ChannelClosed(f"the channel to {self.url} is closed")
+        return ConnectionLost(f"the agent at {self.url} is not connected "
+                              f"(reconnecting; last error: {self.last_error})")
+
+    # -- writing --------------------------------------------------------------------
+    def _enqueue(self, data: bytes) -> None:
+        transport = self._transport
+        if (self.state is State.READY and not self._wqueue and not self._writer_busy
+                and transport is not None):
+            # Fast path: write from the caller when nobody else is writing.
+            try:
+                sent = transport.write_nowait(data)
+            except ConnectionLost:
+                sent = 0  # the reader sees the break and fails the call
+            self.stats.bytes_out += sent
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._wqueue.append(data)
+        self._wake_writer.set()
+
+    def _write_loop(self, transport: Transport) -> None:
+        queue = self._wqueue
+        while True:
+            self._wake_writer.wait()
+            self._wake_writer.clear()
+            while queue and self.state is State.READY:
+                batch = queue.popleft() if len(queue) == 1 else b"".join(queue)
+                queue.clear()
+                self._writer_busy = True
+                try:
+                    transport.write(batch)
+                finally:
+                    self._writer_busy = False
+                self.stats.bytes_out += len(batch)
+
+    # -- reading and routing ----------------------------------------------------------
+    def _on_value(self, value: Any) -> None:
+        if type(value) is not dict:
+            self.stats.unexpected += 1
+            self.log.warning("ignoring a message that is not an object: %.200r", value)
+            return
+        if self.state is not State.READY:
+            marker = self._marker
+            if marker is not None and marker.matches(value, self._saw_ff):
+                self._synced.set()
+            else:
+                self.stats.discarded += 1
+            return
+        if "id" in value:
+            try:
+                call = self._pending.pop(value["id"], None)
+            except TypeError:  # an unhashable id is nobody's
+                call = None
+            if call is None:
+                self.stats.late_replies += 1
+                if self.log.isEnabledFor(logging.DEBUG):
+                    self.log.debug("dropping a reply nobody waits for: %.200r", value)
+                return
+            self.stats.replies += 1
+            call.set(value)
+            return
+        self._on_idless(value)
+
+    def _on_idless(self, value: dict[str, Any]) -> None:
+        marker = self._marker
+        if marker is not None and marker.matches(value, self._saw_ff):
+            self._finish_resync()
+            return
+        if is_stray_parse_error(value):
+            self.stats.discarded += 1
+            self.log.debug("agent reported a parse error: %s", value["error"].get("desc"))
+            return
+        if "return" not in value and "error" not in value:
+            self.stats.events += 1
+            for callback in list(self._subscribers):
+                try:
+                    callback(value)
+                except Exception:
+                    self.log.exception("event subscriber failed")
+            return
+        if not self._pending:
+            self.stats.late_replies += 1
+            self.log.debug("dropping an id-less reply nobody waits for: %.200r", value)
+            return
+        if self.echoes_ids:
+            self.echoes_ids = False
+            self.log.warning("the agent does not echo request ids; matching replies in order")
+        cid = next(iter(self._pending))
+        call = self._pending.pop(cid)
+        if call.abandoned:
+            self.stats.late_replies += 1
+            return
+        self.stats.replies += 1
+        value["id"] = cid
+        call.set(value)
+
+    def _on_reset(self) -> None:
+        self._saw_ff = True
+
+    def _on_protocol_error(self, exc: ProtocolError) -> None:
+        self.stats.protocol_errors += 1
+        self.log.warning("protocol error from the agent: %s", exc)
+
+    def _read_loop(self, transport: Transport, decoder: Decoder) -> str:
+        try:
+            while True:
+                data = transport.read()
+                if not data:
+                    return "the agent closed the connection"
+                self.stats.bytes_in += len(data)
+                decoder.feed(data)
+        except ConnectionLost as exc:
+            return str(exc)
+
+    # -- sync -----------------------------------------------------------------------
+    def _sync(self, transport: Transport) -> None:
+        """Run the handshake until the agent answers (retrying with growing waits)."""
+        attempt = 0
+        while True:
+            marker = new_marker(self.handshake)
+            if marker is None:
+                return
+            self._marker = marker
+            self._saw_ff = False
+            self._synced.clear()
+            self.stats.syncs += 1
+            transport.write(marker.payload)
+            self.stats.bytes_out += len(marker.payload)
+            wait = min(self.backoff_cap, self.sync_timeout * (2 ** min(attempt, 10)))
+            if self._synced.wait(wait):
+                self._marker = None
+                return
+            attempt += 1
+            self.log.info("no answer to %s after %.1f s; retrying", self.handshake, wait)
+
+    def _resync_soon(self) -> None:
+        """FIFO mode lost track of a reply: sync again in band."""
+        if self._marker is not None:
+            return
+        marker = new_marker(self.handshake if self.handshake != "none" else "sync-delimited")
+        assert marker is not None
+        self._marker = marker
+        self._saw_ff = False
+        self.stats.syncs += 1
+        self._wqueue.append(marker.payload)
+        self._wake_writer.set()
+
+    def _finish_resync(self) -> None:
+        """Every call sent before the in-band sync that got no reply lost its reply."""
+        self._marker = None
+        lost = [c for c in self._pending.values()]
+        self._pending.clear()
+        for call in lost:
+            if not call.abandoned:
+                call.set_exception(ConnectionLost(
+                    f"the reply to {call.command!r} was lost (the agent re-synchronised)"))
+
+    # -- the connection manager -------------------------------------------------------
+    def _run(self) -> None:
+        attempt = 0
+        while self.state is not State.CLOSED:
+            self.state = State.CONNECTING
+            transport = (self._target if isinstance(self._target, Transport)
+                         else transport_for(self._target))
+            try:
+                transport.open()
+            except QProxyError as exc:
+                self.last_error = exc
+                self.log.info("cannot open %s: %s", self.url, exc)
+                if not self._connected_once and not self.retry_first_connect:
+                    self.state = State.DISCONNECTED
+                    self._fail_all(ConnectFailed(str(exc)))
+                    self._ready.set()
+                    return
+                if not self.reconnect and self._connected_once:
+                    break
+                self.state = State.DISCONNECTED
+                self._fail_all(self._unavailable())
+                gevent.sleep(_backoff(attempt, self.backoff_base, self.backoff_cap))
+                attempt += 1
+                continue
+            reason = self._serve(transport)
+            if self.state is State.CLOSED:
+                return
+            self.last_error = ConnectionLost(f"lost the agent at {self.url}: {reason}")
+            self.log.warning("%s", self.last_error)
+            self.state = State.DISCONNECTED
+            self._ready.clear()
+            self._fail_all(self.last_error)
+            if not self.reconnect:
+                break
+            self.stats.reconnects += 1
+            attempt = 0 if self._connected_once else attempt + 1
+            gevent.sleep(_backoff(attempt, self.backoff_base, self.backoff_cap) * 0.5)
+        if self.state is not State.CLOSED:
+            self.state = State.DISCONNECTED
+        self._ready.set()
+
+    def _serve(self, transport: Transport) -> str:
+        """Use one open transport until it breaks; return why it ended."""
+        self._transport = transport
+        self.state = State.SYNCING
+        decoder = Decoder(self._on_value, max_size=self.max_message_size,
+                          on_reset=self._on_reset, on_error=self._on_protocol_error,
+                          logger=self.log)
+        self.echoes_ids = True
+        reader = gevent.spawn(self._read_loop, transport, decoder)
+        writer = gevent.spawn(self._write_loop, transport)
+        syncer = gevent.spawn(self._sync, transport)
+        try:
+            gevent.wait([reader, syncer], count=1)
+            if syncer.successful() and not reader.ready():
+                self.state = State.READY
+                self._connected_once = True
+                self.log.info("connected to %s", self.url)
+                self._ready.set()
+                self._wake_writer.set()
+                reader.join()
+            elif syncer.ready() and not syncer.successful():
+                return f"handshake failed: {syncer.exception}"
+            return str(reader.value) if reader.ready() else "closed"
+        finally:
+            syncer.kill(block=False)
+            writer.kill(block=False)
+            transport.close()
+            reader.kill(block=False)
+            self._transport = None
+            self._marker = None
+
+    def _fail_all(self, exc: ConnectionLost) -> None:
+        pending = list(self._pending.values())
+        self._pending.clear()
+        self._wqueue.clear()
+        for call in pending:
+            if not call.ready():
+                call.set_exception(type(exc)(str(exc)))

@@ -1,0 +1,345 @@
+"""A streaming JSON decoder for agent byte streams, built on ijson's yajl2_c backend.
+
+Feed it chunks of any size; it hands over each complete top-level JSON value as soon
+as the chunk carrying its last byte is fed.  It is made for the guest-agent wire:
+
+* **0xFF resets it.**  0xFF never occurs in UTF-8 JSON; the agent sends it before the
+  ``guest-sync-delimited`` reply.  The partial value before it is dropped.
+* **Garbage is skipped.**  Bytes that are not JSON (line noise, a login banner, kernel
+  messages on a serial line) are logged, counted and skipped; decoding resumes at the
+  next ``{`` or ``[`` that starts a well-formed value.
+* **Size is bounded.**  A value larger than ``max_size`` is discarded up to the next
+  newline or 0xFF, reported through ``on_error`` and never held in memory whole.
+* **No quadratic re-scan.**  yajl re-lexes a partial token on every chunk, so a 64 MiB
+  string fed in 4 KiB pieces would take minutes.  The decoder frames on newlines (every
+  agent reply ends with one) and gives ijson whole lines; only a short partial line, or
+  one that may just have ended (its last byte is ``}`` or ``]``), is fed early, so values
+  without a trailing newline still arrive at once.
+
+The fast path is one ``send()`` per read; the careful re-parse that locates garbage runs
+only after ijson reports an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ijson
+
+from ..errors import MessageTooLarge, ProtocolError
+
+try:
+    _BACKEND: Any = ijson.get_backend("yajl2_c")
+except ImportError:  # pragma: no cover - depends on the installed wheel
+    _BACKEND = ijson
+    logging.getLogger("qproxy").warning(
+        "ijson's yajl2_c backend is missing; decoding falls back to %s and is much slower",
+        ijson.backend)
+
+#: The ijson backend in use ("yajl2_c" when all is well).
+BACKEND_NAME: str = getattr(_BACKEND, "backend_name", str(getattr(_BACKEND, "backend", "?")))
+
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+#: A partial line shorter than this is fed to ijson at once (its re-scan cost is bounded).
+EAGER_BYTES = 64 * 1024
+
+_JSONError = ijson.common.JSONError
+_STRUCT = re.compile(rb'[{}\[\]"]')
+_IN_STRING = re.compile(rb'["\\\n]')
+_VALUE_START = re.compile(rb"[{\[]")
+_WS = b" \t\r\n"
+_CORRUPT = -1
+
+
+@dataclass
+class DecoderStats:
+    """Counters a decoder keeps; read them for diagnostics."""
+
+    values: int = 0
+    garbage_bytes: int = 0
+    parse_errors: int = 0
+    resets: int = 0
+    oversize: int = 0
+
+
+def _new_coro(out: Any) -> Any:
+    return _BACKEND.items_coro(out, "", multiple_values=True, use_float=True)
+
+
+def _ends_like_value(data: bytes | bytearray) -> bool:
+    tail = bytes(data[-16:]).rstrip(_WS)
+    return tail.endswith((b"}", b"]"))
+
+
+def value_end(buf: bytes, pos: int) -> int | None:
+    """End offset of the container value starting at ``buf[pos]`` (``{`` or ``[``).
+
+    Returns ``None`` when the value is not complete yet and ``-1`` when a raw newline
+    inside a string shows that the bytes are corrupt.  Brackets are counted, strings
+    skipped; whether the value is well-formed is left to the parser.
+    """
+    depth = 0
+    i = pos
+    while True:
+        m = _STRUCT.search(buf, i)
+        if m is None:
+            return None
+        c = buf[m.start()]
+        if c == 0x22:  # '"'
+            j = m.end()
+            while True:
+                s = _IN_STRING.search(buf, j)
+                if s is None:
+                    return None
+                sc = buf[s.start()]
+                if sc == 0x5C:  # backslash escapes the next byte
+                    j = s.start() + 2
+                    continue
+                if sc == 0x0A:
+                    return _CORRUPT
+                j = s.end()
+                break
+            i = j
+        elif c in (0x7B, 0x5B):
+            depth += 1
+            i = m.end()
+        else:
+            depth -= 1
+            i = m.end()
+            if depth <= 0:
+                return i
+
+
+class Decoder:
+    """Decode a stream of JSON values arriving in arbitrary chunks.
+
+    ``on_value(value)`` is called for every complete top-level value, in order.
+    ``on_reset()`` is called for every 0xFF byte.  ``on_error(exc)`` receives a
+    :class:`~qproxy.errors.ProtocolError` for garbage and over-size messages; the
+    decoder goes on either way.  Callbacks should not raise: an exception is logged and
+    swallowed so that one bad consumer cannot kill the stream.
+    """
+
+    def __init__(self, on_value: Callable[[Any], None], *,
+                 max_size: int = DEFAULT_MAX_SIZE,
+                 on_reset: Callable[[], None] | None = None,
+                 on_error: Callable[[ProtocolError], None] | None = None,
+                 logger: logging.Logger | None = None) -> None:
+        if max_size < 64:
+            raise ValueError("max_size must be at least 64 bytes")
+        self.on_value = on_value
+        self.on_reset = on_reset
+        self.on_error = on_error
+        self.max_size = max_size
+        self.log = logger or logging.getLogger("qproxy.decoder")
+        self.stats = DecoderStats()
+        self._out: Any = ijson.sendable_list()
+        self._coro: Any = _new_coro(self._out)
+        # Bytes fed to the parser since it was last known to sit between values, and how
+        # many values those bytes already yielded (for the careful re-parse after an error).
+        self._since = bytearray()
+        self._since_values = 0
+        # Bytes of the current line not fed to the parser yet.
+        self._held = bytearray()
+        self._discarding = False
+
+    # -- public ---------------------------------------------------------------------
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed a chunk of bytes; complete values are handed to ``on_value`` now."""
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        start = 0
+        while True:
+            ff = data.find(b"\xff", start)
+            if ff < 0:
+                if start < len(data):
+                    self._feed_piece(data[start:] if start else data)
+                return
+            if ff > start:
+                self._feed_piece(data[start:ff])
+            self._resync()
+            start = ff + 1
+
+    def reset(self) -> None:
+        """Drop any partial value and start afresh (as a 0xFF would, without on_reset)."""
+        self._drop_partial(count=False)
+        self._discarding = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete value held right now."""
+        return len(self._since) + len(self._held)
+
+    # -- framing --------------------------------------------------------------------
+    def _resync(self) -> None:
+        self._drop_partial(count=True)
+        self._discarding = False
+        self.stats.resets += 1
+        if self.on_reset is not None:
+            try:
+                self.on_reset()
+            except Exception:
+                self.log.exception("on_reset callback failed")
+
+    def _drop_partial(self, count: bool) -> None:
+        dropped = len(bytes(self._since).strip(_WS)) + len(bytes(self._held).strip(_WS))
+        if count and dropped:
+            self.stats.garbage_bytes += dropped
+            self.log.debug("dropped %d bytes of an unfinished value", dropped)
+        self._since.clear()
+        self._since_values = 0
+        self._held.clear()
+        self._out.clear()
+        self._coro = _new_coro(self._out)
+
+    def _feed_piece(self, piece: bytes) -> None:
+        if self._discarding:
+            nl = piece.find(b"\n")
+            if nl < 0:
+                self.stats.garbage_bytes += len(piece)
+                return
+            self.stats.garbage_bytes += nl + 1
+            self._discarding = False
+            piece = piece[nl + 1:]
+            if not piece:
+                return
+        nl = piece.rfind(b"\n")
+        if nl >= 0:
+            first_nl = piece.find(b"\n") if self._since or self._held else -1
+            if first_nl >= 0 and len(self._since) + len(self._held) + first_nl + 1 > self.max_size:
+                self._oversize(len(self._since) + len(self._held) + first_nl + 1)
+                self._discarding = True
+                self._feed_piece(piece)
+                return
+            if self._held:
+                self._held += piece[:nl + 1]
+                head: bytes = bytes(self._held)
+                self._held.clear()
+            else:
+                head = piece if nl == len(piece) - 1 else piece[:nl + 1]
+            self._send(head)
+            piece = piece[nl + 1:]
+            if not piece:
+                return
+        self._held += piece
+        pending = len(self._since) + len(self._held)
+        if pending > self.max_size:
+            self._oversize(pending)
+            self._discarding = True
+            return
+        if pending <= EAGER_BYTES or _ends_like_value(self._held):
+            held = bytes(self._held)
+            self._held.clear()
+            self._send(held)
+
+    def _oversize(self, size: int) -> None:
+        self.stats.oversize += 1
+        self._drop_partial(count=False)
+        self.stats.garbage_bytes += size
+        self.log.warning("discarding a message of at least %d bytes (limit %d)",
+                         size, self.max_size)
+        self._report(MessageTooLarge(size, self.max_size))
+
+    def _report(self, exc: ProtocolError) -> None:
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception:
+                self.log.exception("on_error callback failed")
+
+    # -- parsing --------------------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        out = self._out
+        try:
+            self._coro.send(data)
+        except _JSONError:
+            self._recover(data)
+            return
+        if out:
+            values = list(out)
+            out.clear()
+            if data.endswith(b"\n") or _ends_like_value(data):
+                self._since.clear()
+                self._since_values = 0
+            else:
+                self._since += data
+                self._since_values += len(values)
+            self._emit(values)
+        else:
+            self._since += data
+            if len(self._since) > self.max_size:
+                self._oversize(len(self._since))
+                self._discarding = True
+
+    def _emit(self, values: list[Any]) -> None:
+        self.stats.values += len(values)
+        on_value = self.on_value
+        for value in values:
+            try:
+                on_value(value)
+            except Exception:
+                self.log.exception("on_value callback failed")
+
+    def _recover(self, data: bytes) -> None:
+        """ijson rejected the input: re-parse it carefully, value by value."""
+        self.stats.parse_errors += 1
+        buf = bytes(self._since) + data
+        skip = self._since_values
+        self._since.clear()
+        self._since_values = 0
+        self._out.clear()
+        self._coro = _new_coro(self._out)
+        values, garbage = self._salvage(buf)
+        if garbage:
+            self.stats.garbage_bytes += garbage
+            preview = buf[:60]
+            self.log.warning("skipped %d bytes that are not JSON (near %r)", garbage, preview)
+            self._report(ProtocolError(f"skipped {garbage} bytes of input that are not JSON"))
+        self._emit(values[skip:])
+
+    def _salvage(self, buf: bytes) -> tuple[list[Any], int]:
+        """Find every well-formed value in ``buf``; keep an unfinished last one live."""
+        values: list[Any] = []
+        garbage = 0
+        pos = 0
+        n = len(buf)
+        while pos < n:
+            m = _VALUE_START.search(buf, pos)
+            start = m.start() if m else n
+            garbage += len(buf[pos:start].strip(_WS))
+            if m is None:
+                break
+            end = value_end(buf, start)
+            if end is None:
+                # Unfinished: hand it to the live parser if it is well-formed so far.
+                try:
+                    self._coro.send(buf[start:])
+                except _JSONError:
+                    self._out.clear()
+                    self._coro = _new_coro(self._out)
+                    garbage += 1
+                    pos = start + 1
+                    continue
+                values.extend(self._out)
+                self._out.clear()
+                self._since += buf[start:]
+                return values, garbage
+            if end == _CORRUPT:
+                garbage += 1
+                pos = start + 1
+                continue
+            out: Any = ijson.sendable_list()
+            coro = _new_coro(out)
+            try:
+                coro.send(buf[start:end])
+            except _JSONError:
+                garbage += 1
+                pos = start + 1
+                continue
+            values.extend(out)
+            pos = end
+        return values, garbage
