@@ -108,6 +108,7 @@ class Channel:
         self._marker: SyncMarker | None = None
         self._saw_ff = False
         self._synced = Event()
+        self._resyncer: gevent.Greenlet | None = None
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._runner: gevent.Greenlet | None = None
         self._connected_once = False
@@ -191,8 +192,8 @@ class Channel:
         self.stats.timeouts += 1
         if self.echoes_ids:
             self._pending.pop(call.cid, None)
-        elif self.state is State.READY:
-            self._resync_soon()
+        else:
+            self._resync_soon("a call timed out while replies are matched in order")
 
     def _unavailable(self) -> ConnectionLost:
         if self.state is State.CLOSED:
@@ -263,11 +264,13 @@ class Channel:
     def _on_idless(self, value: dict[str, Any]) -> None:
         marker = self._marker
         if marker is not None and marker.matches(value, self._saw_ff):
-            self._finish_resync()
+            self._synced.set()
             return
         if is_stray_parse_error(value):
             self.stats.discarded += 1
             self.log.debug("agent reported a parse error: %s", value["error"].get("desc"))
+            if marker is None:
+                self._resync_soon("the agent could not parse what it received")
             return
         if "return" not in value and "error" not in value:
             self.stats.events += 1
@@ -299,6 +302,7 @@ class Channel:
     def _on_protocol_error(self, exc: ProtocolError) -> None:
         self.stats.protocol_errors += 1
         self.log.warning("protocol error from the agent: %s", exc)
+        self._resync_soon(str(exc))
 
     def _read_loop(self, transport: Transport, decoder: Decoder) -> str:
         try:
@@ -332,27 +336,49 @@ class Channel:
             attempt += 1
             self.log.info("no answer to %s after %.1f s; retrying", self.handshake, wait)
 
-    def _resync_soon(self) -> None:
-        """FIFO mode lost track of a reply: sync again in band."""
-        if self._marker is not None:
+    def _resync_soon(self, why: str) -> None:
+        """Re-synchronise in band: a reply may have been lost or misread."""
+        if self._resyncer is not None or self.state is not State.READY:
             return
-        marker = new_marker(self.handshake if self.handshake != "none" else "sync-delimited")
-        assert marker is not None
-        self._marker = marker
-        self._saw_ff = False
-        self.stats.syncs += 1
-        self._wqueue.append(marker.payload)
-        self._wake_writer.set()
+        self.log.info("re-synchronising with the agent: %s", why)
+        self._resyncer = gevent.spawn(self._inband_resync)
 
-    def _finish_resync(self) -> None:
-        """Every call sent before the in-band sync that got no reply lost its reply."""
-        self._marker = None
-        lost = [c for c in self._pending.values()]
-        self._pending.clear()
-        for call in lost:
-            if not call.abandoned:
+    def _inband_resync(self) -> None:
+        """Send sync markers through the write queue until one is answered.
+
+        The agent answers in order, so a call sent before the answered marker that has
+        no reply by then has lost it: it fails now instead of waiting for its timeout.
+        """
+        handshake = self.handshake if self.handshake != "none" else "sync-delimited"
+        attempt = 0
+        try:
+            while self.state is State.READY:
+                marker = new_marker(handshake)
+                assert marker is not None
+                boundary = self._next_id
+                self._marker = marker
+                self._saw_ff = False
+                self._synced.clear()
+                self.stats.syncs += 1
+                self._enqueue(marker.payload)
+                wait = min(self.backoff_cap, self.sync_timeout * (2 ** min(attempt, 10)))
+                if self._synced.wait(wait):
+                    self._fail_lost(boundary)
+                    return
+                attempt += 1
+        finally:
+            self._marker = None
+            self._resyncer = None
+
+    def _fail_lost(self, boundary: int) -> None:
+        lost = [cid for cid in self._pending if cid < boundary]
+        for cid in lost:
+            call = self._pending.pop(cid)
+            if not call.abandoned and not call.ready():
+                self.stats.lost_replies += 1
                 call.set_exception(ConnectionLost(
-                    f"the reply to {call.command!r} was lost (the agent re-synchronised)"))
+                    f"the reply to {call.command!r} was lost (garbled on the line; "
+                    "the channel re-synchronised)"))
 
     # -- the connection manager -------------------------------------------------------
     def _run(self) -> None:
@@ -378,7 +404,7 @@ class Channel:
                 gevent.sleep(_backoff(attempt, self.backoff_base, self.backoff_cap))
                 attempt += 1
                 continue
-            reason = self._serve(transport)
+            reason, reached_ready = self._serve(transport)
             if self.state is State.CLOSED:
                 return
             self.last_error = ConnectionLost(f"lost the agent at {self.url}: {reason}")
@@ -389,13 +415,14 @@ class Channel:
             if not self.reconnect:
                 break
             self.stats.reconnects += 1
-            attempt = 0 if self._connected_once else attempt + 1
-            gevent.sleep(_backoff(attempt, self.backoff_base, self.backoff_cap) * 0.5)
+            # A connection that never got READY (a port with no peer) backs off further.
+            attempt = 0 if reached_ready else attempt + 1
+            gevent.sleep(_backoff(attempt, self.backoff_base, self.backoff_cap))
         if self.state is not State.CLOSED:
             self.state = State.DISCONNECTED
         self._ready.set()
 
-    def _serve(self, transport: Transport) -> str:
+    def _serve(self, transport: Transport) -> tuple[str, bool]:
         """Use one open transport until it breaks; return why it ended."""
         self._transport = transport
         self.state = State.SYNCING
@@ -415,11 +442,14 @@ class Channel:
                 self._ready.set()
                 self._wake_writer.set()
                 reader.join()
-            elif syncer.ready() and not syncer.successful():
-                return f"handshake failed: {syncer.exception}"
-            return str(reader.value) if reader.ready() else "closed"
+                return str(reader.value), True
+            if syncer.ready() and not syncer.successful():
+                return f"handshake failed: {syncer.exception}", False
+            return (str(reader.value) if reader.ready() else "closed"), False
         finally:
             syncer.kill(block=False)
+            if self._resyncer is not None:
+                self._resyncer.kill(block=False)
             writer.kill(block=False)
             transport.close()
             reader.kill(block=False)

@@ -12,6 +12,7 @@ class ChannelStats:
     calls: int = 0
     replies: int = 0
     late_replies: int = 0
+    lost_replies: int = 0
     timeouts: int = 0
     discarded: int = 0
     unexpected: int = 0

@@ -1,0 +1,1 @@
+"""The sub-commands of the ``qproxy`` command line, one module each."""
