@@ -109,6 +109,7 @@ class Channel:
         self._saw_ff = False
         self._synced = Event()
         self._resyncer: gevent.Greenlet | None = None
+        self._resync_again = False
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._runner: gevent.Greenlet | None = None
         self._connected_once = False
@@ -229,6 +230,10 @@ class Channel:
                 self._writer_busy = True
                 try:
                     transport.write(batch)
+                except ConnectionLost as exc:
+                    # The reader sees the break too and fails every pending call.
+                    self.log.debug("write failed: %s", exc)
+                    return
                 finally:
                     self._writer_busy = False
                 self.stats.bytes_out += len(batch)
@@ -316,29 +321,39 @@ class Channel:
             return str(exc)
 
     # -- sync -----------------------------------------------------------------------
-    def _sync(self, transport: Transport) -> None:
-        """Run the handshake until the agent answers (retrying with growing waits)."""
+    def _sync(self, transport: Transport) -> bool:
+        """Run the handshake until the agent answers (retrying with growing waits).
+
+        Returns False if the transport broke first.
+        """
         attempt = 0
         while True:
             marker = new_marker(self.handshake)
             if marker is None:
-                return
+                return True
             self._marker = marker
             self._saw_ff = False
             self._synced.clear()
             self.stats.syncs += 1
-            transport.write(marker.payload)
+            try:
+                transport.write(marker.payload)
+            except ConnectionLost:
+                return False
             self.stats.bytes_out += len(marker.payload)
             wait = min(self.backoff_cap, self.sync_timeout * (2 ** min(attempt, 10)))
             if self._synced.wait(wait):
                 self._marker = None
-                return
+                return True
             attempt += 1
             self.log.info("no answer to %s after %.1f s; retrying", self.handshake, wait)
 
     def _resync_soon(self, why: str) -> None:
         """Re-synchronise in band: a reply may have been lost or misread."""
-        if self._resyncer is not None or self.state is not State.READY:
+        if self.state is not State.READY:
+            return
+        if self._resyncer is not None:
+            # The garbage may have eaten replies sent after the marker in flight.
+            self._resync_again = True
             return
         self.log.info("re-synchronising with the agent: %s", why)
         self._resyncer = gevent.spawn(self._inband_resync)
@@ -364,7 +379,11 @@ class Channel:
                 wait = min(self.backoff_cap, self.sync_timeout * (2 ** min(attempt, 10)))
                 if self._synced.wait(wait):
                     self._fail_lost(boundary)
-                    return
+                    if not self._resync_again:
+                        return
+                    self._resync_again = False
+                    attempt = 0
+                    continue
                 attempt += 1
         finally:
             self._marker = None
@@ -428,14 +447,14 @@ class Channel:
         self.state = State.SYNCING
         decoder = Decoder(self._on_value, max_size=self.max_message_size,
                           on_reset=self._on_reset, on_error=self._on_protocol_error,
-                          logger=self.log)
+                          objects_only=True, logger=self.log)
         self.echoes_ids = True
         reader = gevent.spawn(self._read_loop, transport, decoder)
         writer = gevent.spawn(self._write_loop, transport)
         syncer = gevent.spawn(self._sync, transport)
         try:
             gevent.wait([reader, syncer], count=1)
-            if syncer.successful() and not reader.ready():
+            if syncer.successful() and syncer.value and not reader.ready():
                 self.state = State.READY
                 self._connected_once = True
                 self.log.info("connected to %s", self.url)

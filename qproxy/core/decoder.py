@@ -51,6 +51,7 @@ _JSONError = ijson.common.JSONError
 _STRUCT = re.compile(rb'[{}\[\]"]')
 _IN_STRING = re.compile(rb'["\\\n]')
 _VALUE_START = re.compile(rb"[{\[]")
+_OBJECT_START = re.compile(rb"{")
 _WS = b" \t\r\n"
 _CORRUPT = -1
 
@@ -118,16 +119,19 @@ class Decoder:
     """Decode a stream of JSON values arriving in arbitrary chunks.
 
     ``on_value(value)`` is called for every complete top-level value, in order.
-    ``on_reset()`` is called for every 0xFF byte.  ``on_error(exc)`` receives a
-    :class:`~qproxy.errors.ProtocolError` for garbage and over-size messages; the
-    decoder goes on either way.  Callbacks should not raise: an exception is logged and
-    swallowed so that one bad consumer cannot kill the stream.
+    ``on_reset()`` is called for every 0xFF byte.  With ``objects_only`` (agent
+    streams), top-level values that are not objects -- a console's ``[  12.34]`` kernel
+    timestamp is valid JSON -- count as garbage and are not handed over.
+    ``on_error(exc)`` receives a :class:`~qproxy.errors.ProtocolError` for garbage and
+    over-size messages; the decoder goes on either way.  Callbacks should not raise:
+    an exception is logged and swallowed so that one bad consumer cannot kill the stream.
     """
 
     def __init__(self, on_value: Callable[[Any], None], *,
                  max_size: int = DEFAULT_MAX_SIZE,
                  on_reset: Callable[[], None] | None = None,
                  on_error: Callable[[ProtocolError], None] | None = None,
+                 objects_only: bool = False,
                  logger: logging.Logger | None = None) -> None:
         if max_size < 64:
             raise ValueError("max_size must be at least 64 bytes")
@@ -135,6 +139,8 @@ class Decoder:
         self.on_reset = on_reset
         self.on_error = on_error
         self.max_size = max_size
+        self.objects_only = objects_only
+        self._start = _OBJECT_START if objects_only else _VALUE_START
         self.log = logger or logging.getLogger("qproxy.decoder")
         self.stats = DecoderStats()
         self._out: Any = ijson.sendable_list()
@@ -221,7 +227,10 @@ class Decoder:
                 self._held.clear()
             else:
                 head = piece if nl == len(piece) - 1 else piece[:nl + 1]
-            self._send(head)
+            if len(head) + len(self._since) > self.max_size:
+                self._send_checked(head)
+            else:
+                self._send(head)
             piece = piece[nl + 1:]
             if not piece:
                 return
@@ -235,6 +244,25 @@ class Decoder:
             held = bytes(self._held)
             self._held.clear()
             self._send(held)
+
+    def _send_checked(self, head: bytes) -> None:
+        """Send complete lines, dropping any line longer than the limit."""
+        run: list[bytes] = []
+        run_size = len(self._since)
+        for line in head.splitlines(keepends=True):
+            if run_size + len(line) > self.max_size:
+                if run:
+                    self._send(b"".join(run))
+                    run.clear()
+                    run_size = len(self._since)
+                if run_size + len(line) > self.max_size:
+                    self._oversize(run_size + len(line))
+                    run_size = 0
+                    continue
+            run.append(line)
+            run_size += len(line)
+        if run:
+            self._send(b"".join(run))
 
     def _oversize(self, size: int) -> None:
         self.stats.oversize += 1
@@ -276,6 +304,13 @@ class Decoder:
                 self._discarding = True
 
     def _emit(self, values: list[Any]) -> None:
+        if self.objects_only:
+            kept = [v for v in values if type(v) is dict]
+            if len(kept) != len(values):
+                self.stats.garbage_bytes += len(values) - len(kept)
+                self.log.debug("skipped %d top-level values that are not objects",
+                               len(values) - len(kept))
+            values = kept
         self.stats.values += len(values)
         on_value = self.on_value
         for value in values:
@@ -308,7 +343,7 @@ class Decoder:
         pos = 0
         n = len(buf)
         while pos < n:
-            m = _VALUE_START.search(buf, pos)
+            m = self._start.search(buf, pos)
             start = m.start() if m else n
             garbage += len(buf[pos:start].strip(_WS))
             if m is None:

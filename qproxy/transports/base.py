@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from gevent.hub import get_hub
@@ -139,7 +139,17 @@ class FdTransport(Transport):
         """One non-blocking write; raise BlockingIOError if nothing fits."""
 
     def _release(self) -> None:
-        """Close the underlying object (called once by :meth:`close`)."""
+        """Close the underlying object (called once, soon after :meth:`close`)."""
+
+    def _detach(self) -> Callable[[], None]:
+        """Hand over the underlying object's closer and forget the object.
+
+        :meth:`close` wakes blocked greenlets first and closes the fd on the next
+        turn of the loop (as gevent's own sockets do), so a transport that may be
+        opened again must return a closer bound to the *old* object.  The default
+        returns :meth:`_release`.
+        """
+        return self._release
 
     def _attach(self, fd: int) -> None:
         self._fd = fd
@@ -216,10 +226,7 @@ class FdTransport(Transport):
             return
         self._closed = True
         exc = ConnectionLost(f"{self.url}: transport closed")
-        for watcher in (self._rwatch, self._wwatch):
-            if watcher is not None:
-                self._hub.cancel_wait(watcher, exc)
-                watcher.close()
+        watchers = [self._rwatch, self._wwatch]
         self._rwatch = self._wwatch = None
-        self._release()
         self._fd = -1
+        self._hub.cancel_waits_close_and_then(watchers, exc, self._detach())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gevent import Timeout
@@ -64,10 +64,13 @@ class _SocketTransport(FdTransport):
         assert self._sock is not None
         return self._sock.send(data)
 
-    def _release(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+    def _detach(self) -> Callable[[], None]:
+        sock, self._sock = self._sock, None
+        return sock.close if sock is not None else _nothing
+
+
+def _nothing() -> None:
+    pass
 
 
 def _hint(family: int, err: int) -> str:
