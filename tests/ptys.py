@@ -18,11 +18,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import gevent
 import pytest
+from gevent.event import Event
 
+import qproxy
 from peers import BLOCKED_RPCS, qemu_ga_binary, stop_process
 
 
@@ -171,7 +176,121 @@ def rfc2217_server(device: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]
         stop_process(proc)
 
 
+# -- scenarios shared by the serial and chardev tests ----------------------------------
+#: Bytes injected toward qproxy (written into the agent's pty, so they arrive as if the
+#: agent sent them): garbage, partial JSON, stray 0xFF, non-UTF-8.
+NOISE_TO_CLIENT = [b"garbage\n", b'{"return": {"half', b"\x00\x01\xfe\x80", b"}}]]\n",
+                   b'{"return": 1', b"\xff", b'{"error": ', b"\r\n\r\n", b"\xc3\x28zz"]
+#: Bytes injected toward the agent (it answers them with id-less parse errors).  No
+#: unclosed "{": qemu-ga would swallow every later request until a 0xFF resets it (see
+#: UNCLOSED_TO_AGENT).
+NOISE_TO_AGENT = [b"\x00junk\x01\n", b"}}]]\n", b"\xfe\xfe\n", b'"half a string\n']
+#: An unclosed object toward the agent: only an in-band 0xFF re-sync gets it out.
+UNCLOSED_TO_AGENT = b'{"execute":'
+
+
+
+def connect(url: str, rig: Rig | None = None, timeout: float = 10.0) -> qproxy.Agent:
+    """qproxy.connect, failing the test loudly (with qemu-ga's output) if it cannot."""
+    try:
+        return qproxy.connect(url, timeout=timeout)
+    except qproxy.ConnectFailed as exc:
+        if rig is not None:
+            rig.qga.check()
+        pytest.fail(f"cannot reach qemu-ga through {url}: {exc}", pytrace=False)
+
+
+def concurrent_syncs(agent: qproxy.Agent, greenlets: int = 20, calls: int = 50,
+                     timeout: float = 10.0) -> None:
+    """``greenlets`` callers x ``calls`` guest-sync each; every caller gets its own ids."""
+    def worker(g: int) -> list[tuple[int, Any]]:
+        got = []
+        for i in range(calls):
+            n = g * 100_000 + i
+            got.append((n, agent.call("guest-sync", {"id": n}, timeout=timeout)))
+        return got
+
+    jobs = [gevent.spawn(worker, g) for g in range(greenlets)]
+    done = gevent.joinall(jobs, timeout=timeout * 2, raise_error=True)
+    assert len(done) == greenlets, "callers did not finish in time"
+    for job in jobs:
+        assert [n for n, r in job.value] == [r for n, r in job.value]
+
+
+def wait_until_answers(agent: qproxy.Agent, timeout: float) -> float:
+    """Ping until the agent answers; return how long it took; fail after ``timeout``."""
+    start = time.monotonic()
+    last: Exception | None = None
+    while time.monotonic() - start < timeout:
+        try:
+            agent.call("guest-ping", timeout=1.0)
+            return time.monotonic() - start
+        except qproxy.QProxyError as exc:
+            last = exc
+            gevent.sleep(0.05)
+    pytest.fail(f"the agent did not answer again within {timeout} s: {last}", pytrace=False)
+
+
+def noisy_calls(agent: qproxy.Agent, rig: Rig, rounds: int = 6,
+                call_timeout: float = 2.0) -> Counter[str]:
+    """Callers run guest-sync while noise is injected both ways; return their outcomes.
+
+    Every call must either return its own id or fail with a qproxy error, within its
+    timeout (plus slack): never hang, never get another caller's reply.
+    """
+    to_client = os.open(rig.line.a, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    to_agent = os.open(rig.line.b, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    outcomes: Counter[str] = Counter()
+    stop = Event()
+
+    def caller(g: int) -> None:
+        i = 0
+        while not stop.is_set():
+            n = g * 100_000 + i
+            i += 1
+            started = time.monotonic()
+            try:
+                assert agent.call("guest-sync", {"id": n}, timeout=call_timeout) == n
+                outcomes["ok"] += 1
+            except qproxy.QProxyError as exc:
+                outcomes[type(exc).__name__] += 1
+            elapsed = time.monotonic() - started
+            assert elapsed < call_timeout + 1.0, f"a call took {elapsed:.1f} s"
+            gevent.sleep(0.002)
+
+    callers = [gevent.spawn(caller, g) for g in range(5)]
+    try:
+        gevent.sleep(0.1)
+        for k in range(rounds):
+            for chunk in NOISE_TO_CLIENT:
+                os.write(to_client, chunk)
+                gevent.sleep(0.01)
+            os.write(to_agent, NOISE_TO_AGENT[k % len(NOISE_TO_AGENT)])
+            gevent.sleep(0.05)
+    finally:
+        stop.set()
+        os.close(to_client)
+        os.close(to_agent)
+        gevent.joinall(callers, timeout=call_timeout + 2.0, raise_error=True)
+    assert all(c.ready() for c in callers), "a caller hung"
+    return outcomes
+
+
 # -- the RFC 2217 server (runs as its own process, plain threads) ----------------------
+class _Writer:
+    """What PortManager wants as its connection: an object with write()."""
+
+    def __init__(self, conn: Any) -> None:
+        import threading
+
+        self.conn = conn
+        self.lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            self.conn.sendall(data)
+
+
 def _serve_rfc2217(device: str) -> None:
     import socket
     import threading
@@ -179,7 +298,18 @@ def _serve_rfc2217(device: str) -> None:
     import serial
     from serial.rfc2217 import PortManager
 
-    port = serial.Serial(device, 115200, timeout=0.2)
+    class PtyPort(serial.Serial):  # type: ignore[misc]
+        """A pty has no modem lines: report them idle instead of failing the ioctl."""
+
+        cts = dsr = ri = cd = property(lambda self: False)
+
+        def _update_rts_state(self) -> None:
+            pass
+
+        def _update_dtr_state(self) -> None:
+            pass
+
+    port = PtyPort(device, 115200, timeout=0.2)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -189,7 +319,7 @@ def _serve_rfc2217(device: str) -> None:
     while True:
         conn, _ = listener.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        manager = PortManager(port, conn)
+        manager = PortManager(port, _Writer(conn))
         alive = threading.Event()
         alive.set()
 
@@ -199,7 +329,7 @@ def _serve_rfc2217(device: str) -> None:
                 data = port.read(port.in_waiting or 1)
                 if data:
                     try:
-                        conn.sendall(b"".join(manager.escape(data)))
+                        manager.connection.write(b"".join(manager.escape(data)))
                     except OSError:
                         break
                 manager.check_modem_lines()

@@ -30,9 +30,10 @@ import os
 import stat
 import termios
 import tty
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from ..errors import InvalidURL, TransportError
+from ..errors import ConnectionLost, InvalidURL, TransportError
 from .base import FdTransport, bool_option, reject_unknown
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,30 @@ class CharDevTransport(FdTransport):
     def _send(self, data: bytes | memoryview) -> int:
         return os.write(self._fd, data)
 
-    def _release(self) -> None:
-        if self._fd >= 0:
-            try:
-                os.close(self._fd)
-            except OSError as exc:
-                log.debug("%s: close failed: %s", self.url, exc)
+    def close(self) -> None:
+        """Close; a greenlet blocked in read()/write() gets ConnectionLost at once."""
+        if not self._closed:
+            close_waking(self, _close_fd, self._fd)
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError as exc:
+        log.debug("closing fd %d: %s", fd, exc)
+
+
+def close_waking(transport: FdTransport, closer: Callable[..., None], *args: Any) -> None:
+    """Close an :class:`FdTransport`, waking any greenlet blocked on its watchers.
+
+    ``FdTransport.close`` closes its watchers before gevent's cancel callback runs, so a
+    blocked reader is never woken.  gevent's ``cancel_waits_close_and_then`` throws
+    :class:`ConnectionLost` into the waiters first, then closes the watchers and calls
+    ``closer(*args)`` (at once when nobody waits, else on the next hub iteration).
+    """
+    transport._closed = True
+    watchers = [transport._rwatch, transport._wwatch]
+    transport._rwatch = transport._wwatch = None
+    transport._fd = -1
+    exc = ConnectionLost(f"{transport.url}: transport closed")
+    transport._hub.cancel_waits_close_and_then(watchers, exc, closer, *args)

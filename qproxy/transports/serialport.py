@@ -40,6 +40,7 @@ from gevent.threadpool import ThreadPool
 
 from ..errors import ConnectionLost, InvalidURL, TransportError
 from .base import READ_LIMIT, FdTransport, Transport, bool_option, int_option, reject_unknown
+from .chardev import close_waking
 from .sockets import TCPTransport, parse_host_port
 
 log = logging.getLogger(__name__)
@@ -170,13 +171,20 @@ class SerialTransport(FdTransport):
     def _send(self, data: bytes | memoryview) -> int:
         return os.write(self._fd, data)
 
-    def _release(self) -> None:
+    def close(self) -> None:
+        """Close; a greenlet blocked in read()/write() gets ConnectionLost at once."""
+        if self._closed:
+            return
         port, self._port = self._port, None
-        if port is not None:
-            try:
-                port.close()
-            except (serial.SerialException, OSError) as exc:
-                log.debug("%s: error closing %s: %s", self.url, self.device, exc)
+        close_waking(self, _close_port, port)
+
+
+def _close_port(port: Any) -> None:
+    if port is not None:
+        try:
+            port.close()
+        except (serial.SerialException, OSError) as exc:
+            log.debug("error closing %s: %s", port.port, exc)
 
 
 def _finish_raw(fd: int) -> None:
@@ -271,8 +279,11 @@ class ThreadedSerialTransport(Transport):
 
     def write(self, data: bytes | memoryview) -> None:
         """Write everything (in a pool thread)."""
+        port = self._port
+        if port is None:
+            raise ConnectionLost(f"{self.url}: transport is closed")
         try:
-            self._run(self._port.write, bytes(data))
+            self._run(port.write, bytes(data))
         except serial.SerialException as exc:
             raise ConnectionLost(f"{self.url}: write failed: {exc}") from exc
 
