@@ -43,6 +43,14 @@ _OPTIONS = ("exclusive",)
 
 def _open_error(url: str, path: str, exc: OSError) -> TransportError:
     code = exc.errno
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0
+    if stat.S_ISSOCK(mode):
+        return TransportError(f"{url}: {path} is a Unix socket; use unix:{path}")
+    if stat.S_ISDIR(mode):
+        return TransportError(f"{url}: {path} is a directory, not a character device")
     if code in (errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK):
         why = (f"{path} is busy: another program has it open (another qproxy, or qemu-ga "
                "itself on a virtio port?)")
