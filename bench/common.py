@@ -1,0 +1,316 @@
+"""Shared helpers for the benchmarks: peer processes, raw socket clients, /proc readings.
+
+Nothing here imports qproxy, so the helpers can be used from any worker process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+#: Commands the qemu-ga we start must never run (it runs as root here); as in tests/peers.py.
+BLOCKED_RPCS = ",".join([
+    "guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid",
+    "guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list", "guest-fsfreeze-thaw",
+    "guest-set-time", "guest-set-user-password", "guest-set-vcpus",
+    "guest-set-memory-blocks",
+])
+
+PING = b'{"execute":"guest-ping","id":1}\n'
+
+
+class PeerError(RuntimeError):
+    """A peer process could not be started."""
+
+
+# -- processes ------------------------------------------------------------------------
+def qemu_ga_binary() -> str | None:
+    path = shutil.which("qemu-ga")
+    if path is None and os.path.exists("/usr/sbin/qemu-ga"):
+        path = "/usr/sbin/qemu-ga"
+    return path
+
+
+def wait_for_unix_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """Wait until something accepts connections on ``path``; raise if ``proc`` dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise PeerError(f"{' '.join(map(str, proc.args))} exited with "
+                            f"{proc.returncode}: {out.strip()[-500:]}")
+        if path.exists():
+            with socket.socket(socket.AF_UNIX) as s:
+                try:
+                    s.connect(str(path))
+                    return
+                except OSError:
+                    pass
+        time.sleep(0.02)
+    raise PeerError(f"{proc.args[0]} did not listen on {path} within {timeout} s")
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 5) -> None:
+    """SIGTERM, then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stdin, proc.stderr):
+        if stream:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+@contextlib.contextmanager
+def started(argv: list[str], sock: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` until the block ends; wait until it listens on ``sock`` first."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    try:
+        wait_for_unix_socket(sock, proc)
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def qemu_ga_argv(workdir: Path, sock: Path) -> list[str]:
+    binary = qemu_ga_binary()
+    if binary is None:
+        raise PeerError("qemu-ga is not installed (Debian package qemu-guest-agent; "
+                        "'make debs' installs it)")
+    statedir = workdir / "qga-state"
+    statedir.mkdir(exist_ok=True)
+    return [binary, "-m", "unix-listen", "-p", str(sock), "-t", str(statedir),
+            "-f", str(statedir / "qemu-ga.pid"), "--block-rpcs", BLOCKED_RPCS]
+
+
+def refagent_argv(sock: Path) -> list[str]:
+    return [sys.executable, "-m", "qproxy", "agent", "--listen", f"unix:{sock}"]
+
+
+def serve_argv(agent_sock: Path, sock: Path) -> list[str]:
+    return [sys.executable, "-m", "qproxy", "serve", f"unix:{agent_sock}",
+            "--listen", f"unix:{sock}"]
+
+
+def serve_available() -> str | None:
+    """None if ``qproxy serve`` exists, else why not."""
+    proc = subprocess.run([sys.executable, "-m", "qproxy", "serve", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode == 0:
+        return None
+    tail = (proc.stderr or proc.stdout).strip().splitlines()
+    return "not available (" + (tail[-1] if tail else f"exit {proc.returncode}") + ")"
+
+
+# -- /proc ----------------------------------------------------------------------------
+def proc_status_kib(pid: int | str, field: str) -> int:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def machine_info() -> dict[str, Any]:
+    import platform
+
+    import gevent
+    import ijson
+
+    try:
+        backend = ijson.get_backend("yajl2_c").backend_name
+    except ImportError:
+        backend = f"{ijson.backend} (yajl2_c missing!)"
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(), "cpu": model,
+        "python": platform.python_version(), "implementation": platform.python_implementation(),
+        "gevent": gevent.__version__, "ijson": getattr(ijson, "__version__", "?"),
+        "ijson_backend": backend, "kernel": platform.release(),
+    }
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version
+        info["qemu.qmp"] = version("qemu.qmp")
+    with contextlib.suppress(Exception):
+        binary = qemu_ga_binary()
+        if binary:
+            out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                                 timeout=10).stdout
+            info["qemu-ga"] = out.strip().splitlines()[0] if out.strip() else "?"
+    return info
+
+
+# -- raw socket clients (blocking sockets, as tight as Python allows) ------------------------
+def raw_connect(path: Path | str, timeout: float = 10.0) -> socket.socket:
+    """A blocking Unix socket, synchronised with ``guest-sync-delimited`` (0xFF first)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(str(path))
+    raw_sync(sock)
+    return sock
+
+
+def raw_sync(sock: socket.socket, token: int | None = None) -> None:
+    """Send 0xFF + guest-sync-delimited and discard everything up to its answer."""
+    token = token if token is not None else (os.getpid() << 20) ^ int(time.time() * 1000) % 10**9
+    sock.sendall(b"\xff" + json.dumps({"execute": "guest-sync-delimited",
+                                       "arguments": {"id": token}}).encode() + b"\n")
+    buf = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("the peer closed the connection during sync")
+        buf += data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            line = line.lstrip(b"\xff")
+            if not line.strip():
+                continue
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(msg, dict) and msg.get("return") == token:
+                if buf:
+                    raise ConnectionError(f"unexpected bytes after the sync reply: {buf!r:.80}")
+                return
+
+
+def raw_sequential(path: Path | str, duration: float) -> tuple[int, float]:
+    """One guest-ping at a time on a blocking socket; returns (calls, seconds)."""
+    sock = raw_connect(path)
+    try:
+        send, recv, req = sock.sendall, sock.recv, PING
+        for _ in range(50):  # warm up
+            send(req)
+            while not recv(65536).endswith(b"\n"):
+                pass
+        clock = time.perf_counter
+        calls = 0
+        start = clock()
+        end = start + duration
+        while True:
+            for _ in range(64):
+                send(req)
+                data = recv(65536)
+                while not data.endswith(b"\n"):
+                    data = recv(65536)
+            calls += 64
+            now = clock()
+            if now >= end:
+                return calls, now - start
+    finally:
+        sock.close()
+
+
+def raw_pipelined(path: Path | str, duration: float, depth: int = 64) -> tuple[int, float]:
+    """Keep ``depth`` guest-pings in flight on one blocking socket; returns (calls, seconds)."""
+    sock = raw_connect(path)
+    try:
+        send, recv, req = sock.sendall, sock.recv, PING
+        clock = time.perf_counter
+        calls = 0
+        sent = depth
+        send(req * depth)
+        start = clock()
+        end = start + duration
+        sending = True
+        check = 0
+        while calls < sent:
+            data = recv(1 << 18)
+            if not data:
+                raise ConnectionError("the agent closed the connection")
+            n = data.count(b"\n")
+            calls += n
+            if sending:
+                check += n
+                if check >= 256:
+                    check = 0
+                    if clock() >= end:
+                        sending = False
+                        continue
+                send(req * n)
+                sent += n
+        return calls, clock() - start
+    finally:
+        sock.close()
+
+
+def raw_many_clients(path: Path | str, duration: float, clients: int) -> tuple[int, float]:
+    """``clients`` connections, each with one guest-ping in flight, driven by one epoll loop."""
+    socks = [raw_connect(path) for _ in range(clients)]
+    sel = selectors.DefaultSelector()
+    try:
+        for s in socks:
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+        req = PING
+        for s in socks:
+            s.send(req)
+        clock = time.perf_counter
+        select = sel.select
+        calls = 0
+        outstanding = clients
+        start = clock()
+        end = start + duration
+        sending = True
+        while outstanding:
+            for key, _ in select(5.0):
+                s = key.fileobj
+                data = s.recv(65536)  # type: ignore[union-attr]
+                if not data:
+                    raise ConnectionError("the server closed a client connection")
+                n = data.count(b"\n")
+                if not n:
+                    continue  # a partial reply; the rest follows
+                calls += n
+                outstanding -= n
+                if sending:
+                    s.send(req)  # type: ignore[union-attr]
+                    outstanding += 1
+            if sending and clock() >= end:
+                sending = False
+        return calls, clock() - start
+    finally:
+        sel.close()
+        for s in socks:
+            s.close()
+
+
+def raw_big_call(sock: socket.socket, request: bytes) -> Any:
+    """Send one request, read its (big) reply to the newline, json.loads it."""
+    sock.sendall(request)
+    buf = bytearray()
+    recv_into = sock.recv_into
+    chunk = bytearray(1 << 20)
+    view = memoryview(chunk)
+    while True:
+        n = recv_into(view)
+        if not n:
+            raise ConnectionError("the agent closed the connection")
+        buf += view[:n]
+        if chunk[n - 1] == 0x0A:
+            break
+    return json.loads(buf)
