@@ -231,6 +231,18 @@ def wait_until_answers(agent: qproxy.Agent, timeout: float) -> float:
     pytest.fail(f"the agent did not answer again within {timeout} s: {last}", pytrace=False)
 
 
+def inject(fd: int, data: bytes, timeout: float = 2.0) -> None:
+    """Write all of ``data`` to a non-blocking pty, waiting while its buffer is full."""
+    deadline = time.monotonic() + timeout
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            assert time.monotonic() < deadline, "the pty stayed full: nobody reads the line"
+            gevent.sleep(0.005)
+
+
 def noisy_calls(agent: qproxy.Agent, rig: Rig, rounds: int = 6,
                 call_timeout: float = 2.0) -> Counter[str]:
     """Callers run guest-sync while noise is injected both ways; return their outcomes.
@@ -263,9 +275,9 @@ def noisy_calls(agent: qproxy.Agent, rig: Rig, rounds: int = 6,
         gevent.sleep(0.1)
         for k in range(rounds):
             for chunk in NOISE_TO_CLIENT:
-                os.write(to_client, chunk)
+                inject(to_client, chunk)
                 gevent.sleep(0.01)
-            os.write(to_agent, NOISE_TO_AGENT[k % len(NOISE_TO_AGENT)])
+            inject(to_agent, NOISE_TO_AGENT[k % len(NOISE_TO_AGENT)])
             gevent.sleep(0.05)
     finally:
         stop.set()

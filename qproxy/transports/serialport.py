@@ -31,7 +31,7 @@ import logging
 import os
 import termios
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import gevent
 import serial
@@ -229,12 +229,14 @@ class ThreadedSerialTransport(Transport):
         """Run ``func`` in the pool; raise ConnectionLost if closed meanwhile."""
         if self._closed_event.is_set() or self._pool is None:
             raise ConnectionLost(f"{self.url}: transport is closed")
-        result = self._pool.spawn(func, *args)
+        result = self._pool.spawn(_guarded, func, *args)
         gevent.wait([result, self._closed_event], count=1)
         if not result.ready():
             raise ConnectionLost(f"{self.url}: transport closed")
-        value: _T = result.get()
-        return value
+        value, error = result.get()
+        if error is not None:
+            raise error
+        return cast(_T, value)
 
     def open(self) -> None:
         """Connect (rfc2217: Telnet negotiation; may take seconds) in the pool."""
@@ -300,6 +302,18 @@ class ThreadedSerialTransport(Transport):
     def fileno(self) -> int:
         """There is no file descriptor: -1."""
         return -1
+
+
+def _guarded(func: Callable[..., Any], *args: Any) -> tuple[Any, Exception | None]:
+    """Runs in a pool thread: return the error instead of raising it.
+
+    gevent's pool would print a traceback for an exception that is an ordinary outcome
+    here (the far end closed, a refused connection); the greenlet re-raises it.
+    """
+    try:
+        return func(*args), None
+    except Exception as exc:
+        return None, exc
 
 
 def _blocking_read(port: Any) -> bytes:
