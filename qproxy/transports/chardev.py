@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
 import os
 import stat
 import termios
 import tty
 from collections.abc import Callable, Mapping
-from typing import Any
 
-from ..errors import ConnectionLost, InvalidURL, TransportError
+from ..errors import InvalidURL, TransportError
 from .base import FdTransport, bool_option, reject_unknown
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class CharDevTransport(FdTransport):
         super().__init__(url)
         self.path = path
         self.exclusive = exclusive
+        self._devfd = -1
 
     @classmethod
     def from_url(cls, scheme: str, rest: str, options: Mapping[str, str]) -> CharDevTransport:
@@ -102,6 +103,7 @@ class CharDevTransport(FdTransport):
         except TransportError:
             os.close(fd)
             raise
+        self._devfd = fd
         self._attach(fd)
         log.debug("%s: opened as fd %d", self.url, fd)
 
@@ -125,10 +127,9 @@ class CharDevTransport(FdTransport):
     def _send(self, data: bytes | memoryview) -> int:
         return os.write(self._fd, data)
 
-    def close(self) -> None:
-        """Close; a greenlet blocked in read()/write() gets ConnectionLost at once."""
-        if not self._closed:
-            close_waking(self, _close_fd, self._fd)
+    def _detach(self) -> Callable[[], None]:
+        fd, self._devfd = self._devfd, -1
+        return functools.partial(_close_fd, fd) if fd >= 0 else _nothing
 
 
 def _close_fd(fd: int) -> None:
@@ -138,17 +139,5 @@ def _close_fd(fd: int) -> None:
         log.debug("closing fd %d: %s", fd, exc)
 
 
-def close_waking(transport: FdTransport, closer: Callable[..., None], *args: Any) -> None:
-    """Close an :class:`FdTransport`, waking any greenlet blocked on its watchers.
-
-    ``FdTransport.close`` closes its watchers before gevent's cancel callback runs, so a
-    blocked reader is never woken.  gevent's ``cancel_waits_close_and_then`` throws
-    :class:`ConnectionLost` into the waiters first, then closes the watchers and calls
-    ``closer(*args)`` (at once when nobody waits, else on the next hub iteration).
-    """
-    transport._closed = True
-    watchers = [transport._rwatch, transport._wwatch]
-    transport._rwatch = transport._wwatch = None
-    transport._fd = -1
-    exc = ConnectionLost(f"{transport.url}: transport closed")
-    transport._hub.cancel_waits_close_and_then(watchers, exc, closer, *args)
+def _nothing() -> None:
+    pass

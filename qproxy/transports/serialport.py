@@ -27,6 +27,7 @@ Options (``serial:`` and ``rfc2217://``): ``baud`` (default 115200), ``bytesize`
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import termios
@@ -40,7 +41,6 @@ from gevent.threadpool import ThreadPool
 
 from ..errors import ConnectionLost, InvalidURL, TransportError
 from .base import READ_LIMIT, FdTransport, Transport, bool_option, int_option, reject_unknown
-from .chardev import close_waking
 from .sockets import TCPTransport, parse_host_port
 
 log = logging.getLogger(__name__)
@@ -171,12 +171,9 @@ class SerialTransport(FdTransport):
     def _send(self, data: bytes | memoryview) -> int:
         return os.write(self._fd, data)
 
-    def close(self) -> None:
-        """Close; a greenlet blocked in read()/write() gets ConnectionLost at once."""
-        if self._closed:
-            return
+    def _detach(self) -> Callable[[], None]:
         port, self._port = self._port, None
-        close_waking(self, _close_port, port)
+        return functools.partial(_close_port, port)
 
 
 def _close_port(port: Any) -> None:
