@@ -245,6 +245,7 @@ def test_cable_pulled_mid_call_fails_at_once_and_recovers(
 
 # -- pyserial URLs --------------------------------------------------------------------------------
 @pytest.mark.timeout(40)
+@pytest.mark.filterwarnings("ignore:set(Daemon|Name)\\(\\) is deprecated:DeprecationWarning")
 def test_rfc2217_through_a_local_port_server(line_rig: Rig, agents: list[qproxy.Agent]) -> None:
     with rfc2217_server(line_rig.line.b) as (server, port):
         url = f"rfc2217://127.0.0.1:{port}?baud=115200"
