@@ -42,12 +42,13 @@ def qemu_ga_binary() -> str | None:
     return path
 
 
-def wait_for_unix_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+def wait_for_unix_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 15,
+                         logfile: Path | None = None) -> None:
     """Wait until something accepts connections on ``path``; raise if ``proc`` dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            out = logfile.read_text(errors="replace") if logfile and logfile.exists() else ""
             raise PeerError(f"{' '.join(map(str, proc.args))} exited with "
                             f"{proc.returncode}: {out.strip()[-500:]}")
         if path.exists():
@@ -78,11 +79,17 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 5) -> None:
 
 @contextlib.contextmanager
 def started(argv: list[str], sock: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` until the block ends; wait until it listens on ``sock`` first."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    """Run ``argv`` until the block ends; wait until it listens on ``sock`` first.
+
+    Its output goes to ``SOCK.log`` next to the socket (never to a pipe nobody reads:
+    a chatty server would block on a full pipe).
+    """
+    logfile = sock.with_name(sock.name + ".log")
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
     try:
-        wait_for_unix_socket(sock, proc)
+        wait_for_unix_socket(sock, proc, logfile=logfile)
         yield proc
     finally:
         stop_process(proc)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +15,30 @@ import qproxy
 WARMUP = 200
 
 
+@contextlib.contextmanager
+def connected(path: Path | str, **kwargs: Any) -> Iterator[qproxy.Agent]:
+    """``qproxy.connect()`` to a Unix socket; closed on exit, fd included.
+
+    ``Agent.close()`` closes the socket from a hub callback (the transport's
+    ``cancel_waits_close_and_then``), so the fd stays open until the hub next runs.
+    qemu-ga serves one connection at a time, so a blocking client that comes next would
+    wait for ever: yield to the hub once after closing.
+    """
+    agent = qproxy.connect(f"unix:{path}", **kwargs)
+    try:
+        yield agent
+    finally:
+        agent.close()
+        gevent.sleep(0)
+
+
 def api_rate(path: Path | str, duration: float, greenlets: int) -> tuple[int, float]:
     """guest-ping through one ``qproxy.connect()`` agent from ``greenlets`` greenlets.
 
     With ``greenlets == 1`` the calls are made from the calling greenlet itself, the way a
     plain script uses the API.  Returns (calls completed, seconds).
     """
-    agent = qproxy.connect(f"unix:{path}")
-    try:
+    with connected(path) as agent:
         call = agent.call
         for _ in range(WARMUP):
             call("guest-ping")
@@ -52,8 +70,6 @@ def api_rate(path: Path | str, duration: float, greenlets: int) -> tuple[int, fl
         stop = True
         gevent.joinall(workers, raise_error=True)
         return sum(counts), clock() - start
-    finally:
-        agent.close()
 
 
 def request_bytes(first_id: int, count: int, command: str = "guest-ping") -> int:
@@ -69,8 +85,7 @@ def bytes_per_call(path: Path | str, sequential: int = 2000, greenlets: int = 64
     Channel ids count up from 1 per channel, one per submitted call (syncs use none),
     so the exact request bytes are known from ``stats.calls``.
     """
-    agent = qproxy.connect(f"unix:{path}")
-    try:
+    with connected(path) as agent:
         stats = agent.channel.stats
         out0, calls0 = stats.bytes_out, stats.calls
         for _ in range(sequential):
@@ -83,8 +98,6 @@ def bytes_per_call(path: Path | str, sequential: int = 2000, greenlets: int = 64
         own = request_bytes(calls0 + 1, calls)
         return {"calls": calls, "bytes_written": written, "request_bytes": own,
                 "syncs": stats.syncs, "ratio": written / own}
-    finally:
-        agent.close()
 
 
 def big_call(agent: qproxy.Agent, command: str, arguments: dict[str, Any]) -> tuple[Any, float]:

@@ -36,7 +36,6 @@ import common
 import decoder_bench
 import qproxy_clients
 
-import qproxy
 from qproxy.core.decoder import DEFAULT_MAX_SIZE
 
 HERE = Path(__file__).resolve().parent
@@ -223,7 +222,7 @@ def run_file_read(bench: Bench, rounds: int) -> dict[str, Any]:
 
     # Does the default max_message_size take the reply (64 MiB of base64 plus the envelope)?
     try:
-        with qproxy.connect(f"unix:{sock}") as agent, \
+        with qproxy_clients.connected(sock) as agent, \
                 qga_file_handle(agent.call, data_file) as h:
             agent.call("guest-file-read", {"handle": h, "count": FILE_READ_SIZE}, timeout=120)
         out["default_max_message_size"] = "ok"
@@ -257,7 +256,7 @@ def run_file_read(bench: Bench, rounds: int) -> dict[str, Any]:
             s.close()
 
     def qproxy_once() -> float:
-        with qproxy.connect(f"unix:{sock}", max_message_size=max_size) as agent:
+        with qproxy_clients.connected(sock, max_message_size=max_size) as agent:
             with qga_file_handle(agent.call, data_file) as h:
                 result, secs = qproxy_clients.big_call(
                     agent, "guest-file-read", {"handle": h, "count": FILE_READ_SIZE})
@@ -278,7 +277,7 @@ def run_file_read(bench: Bench, rounds: int) -> dict[str, Any]:
     out["blob_raw_seconds"], out["blob_qproxy_seconds"] = [], []
     blob_req = json.dumps({"execute": "qproxy-blob", "arguments": {"size": size},
                            "id": 1}).encode() + b"\n"
-    with qproxy.connect(f"unix:{ref}", max_message_size=max_size) as agent:
+    with qproxy_clients.connected(ref, max_message_size=max_size) as agent:
         for _ in range(rounds):
             s = common.raw_connect(ref)
             try:
@@ -518,8 +517,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="rounds per measurement (default 5)")
-    ap.add_argument("--duration", type=float, default=0.8,
-                    help="seconds per call-rate measurement (default 0.8)")
+    ap.add_argument("--duration", type=float, default=1.0,
+                    help="seconds per call-rate measurement (default 1)")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 0.3 s (a smoke run)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = ap.parse_args(argv)
