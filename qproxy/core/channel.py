@@ -193,6 +193,9 @@ class Channel:
         self.stats.timeouts += 1
         if self.echoes_ids:
             self._pending.pop(call.cid, None)
+            # The agent may be stuck on half a request (an unclosed "{" from line noise
+            # keeps its lexer waiting): a 0xFF re-sync clears that, and costs one round trip.
+            self._resync_soon("a call timed out; re-synchronising in case the agent is stuck")
         else:
             self._resync_soon("a call timed out while replies are matched in order")
 

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import gevent
 import pytest
+
+import qproxy
+from peers import stop_process
 from ptys import (
     UNCLOSED_TO_AGENT,
     Rig,
@@ -27,9 +30,6 @@ from ptys import (
     socat_binary,
     wait_until_answers,
 )
-
-import qproxy
-from peers import stop_process
 from qproxy.transports import transport_for
 from qproxy.transports.serialport import SerialTransport, ThreadedSerialTransport
 from qproxy.transports.sockets import TCPTransport
@@ -183,9 +183,6 @@ def test_noise_on_the_line_is_survived(line_rig: Rig, agents: list[qproxy.Agent]
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason=(
-    "core: the channel does not re-sync in band after a call times out (DESIGN.md §1 says "
-    "it must); qemu-ga buffers everything after an unclosed '{' until a 0xFF resets it"))
 def test_unclosed_object_toward_the_agent_is_recovered(
         line_rig: Rig, agents: list[qproxy.Agent]) -> None:
     agent = connect(f"serial:{line_rig.line.b}", line_rig)
