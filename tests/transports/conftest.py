@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ptys import Rig, rig
 
 import qproxy
+from ptys import Rig, rig
 
 
 @pytest.fixture

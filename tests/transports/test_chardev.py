@@ -16,9 +16,9 @@ from pathlib import Path
 
 import gevent
 import pytest
-from ptys import Rig, concurrent_syncs, connect, noisy_calls, wait_until_answers
 
 import qproxy
+from ptys import Rig, concurrent_syncs, connect, noisy_calls, wait_until_answers
 from qproxy.core.channel import Channel, State
 from qproxy.transports import transport_for
 from qproxy.transports.chardev import CharDevTransport
