@@ -1,28 +1,33 @@
 """One client session: a client speaks the agent protocol as if it talked to qemu-ga.
 
-A session owns one client socket and two greenlets:
+A session owns one client socket.  Its per-request path runs in event-loop callbacks,
+with no greenlet switch per request:
 
-* the **reader** (the server's handler greenlet) decodes the client's bytes with the
-  same :class:`~qproxy.core.decoder.Decoder` the channel uses, answers what it can
-  locally (``guest-sync``, ``guest-sync-delimited``, parse errors, 0xFF) and forwards
-  every other request through :meth:`Channel.submit`, remembering the client's own id;
-* the **writer** writes the replies in the order the requests came, as soon as the
-  first unanswered one is answered, batching every reply that is ready into one write.
+* when the socket is **readable**, the bytes are decoded with the same
+  :class:`~qproxy.core.decoder.Decoder` the channel uses; ``guest-sync``,
+  ``guest-sync-delimited``, parse errors and 0xFF are answered locally, every other
+  request is forwarded with :meth:`Channel.submit` (which never blocks), remembering
+  the client's own id;
+* every request takes one *slot* in an ordered queue: the bytes of a local answer, or
+  ``(call, client_id)``.  Whenever the first slot is ready (after a read, or when the
+  call at the head completes), every ready slot from the head on is rendered and
+  written in one ``write()``.  What a full socket does not take waits for a write
+  watcher, and nothing more is rendered meanwhile.
 
-Every request takes one *slot* in an ordered queue: either the bytes of a local answer,
-or ``(call, client_id)`` for a forwarded one.  The reader stops reading while
-``max_in_flight`` slots wait (backpressure); a client that does not read its replies
-stops the writer, which in turn stops the reader.
+Backpressure: with ``max_in_flight`` slots waiting, the session stops reading from the
+client until half of them are written.  A client that does not read its replies
+therefore stops being read.
 
 When the client goes away its unanswered calls are abandoned, so their late replies are
 dropped by the channel.  A client that only half-closes (``socat`` after its input
-ended) still gets the replies it waits for, for up to ``linger`` seconds.
+ended) still gets the replies it waits for, for up to ``linger`` seconds.  The greenlet
+that called :meth:`Session.run` only waits for the end and tidies up.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 import select
 import socket
 import time
@@ -32,6 +37,7 @@ from typing import Any, Final
 
 import gevent
 from gevent.event import Event
+from gevent.hub import get_hub
 
 from ..core.channel import Call, Channel
 from ..core.decoder import DEFAULT_MAX_SIZE, Decoder
@@ -81,19 +87,25 @@ class Session:
         #: Why the session ended (set when it does).
         self.end_reason: str | None = None
         self.done = Event()
+        self._fd = sock.fileno()
+        loop = get_hub().loop
+        self._rwatch: Any = loop.io(self._fd, 1)
+        self._wwatch: Any = loop.io(self._fd, 2)
         self._slots: deque[Slot] = deque()
+        self._out: bytes | memoryview = b""  # what a full socket has not taken yet
         self._low_water = max(1, max_in_flight // 2)
-        self._wake = Event()      # the writer waits for a slot
-        self._room = Event()      # the reader waits for the writer to drain
-        self._hurry = Event()     # shutdown() shortened the deadline
-        self._idle = False
+        self._linked: Call | None = None
+        self._no_reply_head = False
+        self._reading = False
         self._throttled = False
-        self._eof = False
-        self._writing = False
+        self._finishing = False
         self._stop_reading: str | None = None
         self._write_error: str | None = None
         self._deadline = float("inf")
         self._fail_desc: str | None = None
+        self._ended = Event()    # reading is over
+        self._drained = Event()  # nothing left to write (while finishing)
+        self._hurry = Event()    # shutdown() moved the deadline
         self._decoder = Decoder(self._on_value, max_size=max_message_size,
                                 on_reset=self._on_reset, on_error=self._on_error,
                                 logger=_input_log)
@@ -103,13 +115,17 @@ class Session:
         """Serve the client until it leaves or the session is shut down."""
         started = time.monotonic()
         log.info("%s: opened", self.name)
-        writer = gevent.spawn(self._write_loop)
         try:
-            reason = self._read_loop()
-            self._finish(writer, reason)
+            if self._stop_reading is None:
+                self._reading = True
+                self._rwatch.start(self._on_readable)
+                self._ended.wait()
+            self._finish()
         finally:
-            writer.kill(block=False)
+            self._stop_watchers()
             self._abandon_rest()
+            if self._write_error is None:
+                self._write_error = "the session ended"  # late callbacks write nothing
             self.done.set()
         log.info("%s: closed after %d requests in %.1f s (%s)", self.name, self.requests,
                  time.monotonic() - started, self.end_reason)
@@ -118,47 +134,60 @@ class Session:
         """Stop reading; pending calls may finish until ``deadline`` (monotonic), then fail."""
         self._fail_desc = desc
         self._deadline = min(self._deadline, deadline)
-        if self._stop_reading is None:
-            self._stop_reading = "the server is shutting down"
-        self._room.set()
+        self._end_reading("the server is shutting down")
         self._hurry.set()
-        self._shutdown_socket(socket.SHUT_RD)
 
     @property
     def in_flight(self) -> int:
         """Requests received whose replies are not written yet."""
         return len(self._slots)
 
-    # -- reading --------------------------------------------------------------------
-    def _read_loop(self) -> str:
-        recv = self.sock.recv
-        feed = self._decoder.feed
-        slots = self._slots
+    # -- reading (event-loop callbacks) -----------------------------------------------
+    def _on_readable(self) -> None:
         try:
-            while self._stop_reading is None:
-                data = recv(RECV_SIZE)
-                if not data:
-                    return self._stop_reading or "the client closed the connection"
-                feed(data)
-                if len(slots) >= self.max_in_flight and self._stop_reading is None:
-                    self._wait_for_room()
+            data = os.read(self._fd, RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError as exc:
-            return self._stop_reading or self._write_error or f"read failed: {exc}"
-        return self._stop_reading
+            self._end_reading(f"read failed: {exc.strerror or exc}")
+            return
+        if not data:
+            self._end_reading("the client closed the connection")
+            return
+        try:
+            self._decoder.feed(data)
+            self._flush()
+        except Exception:  # never let a bug escape into the event loop
+            log.exception("%s: failed to handle input", self.name)
+            self._end_reading("internal error (see the log)")
+            return
+        if self._stop_reading is not None:
+            self._end_reading(self._stop_reading)
+        elif len(self._slots) >= self.max_in_flight:
+            self._pause_reading()
 
-    def _wait_for_room(self) -> None:
+    def _end_reading(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        if self._stop_reading is None:
+            self._stop_reading = reason
+        if self._reading:
+            self._reading = False
+            self._rwatch.stop()
+        self._ended.set()
+
+    def _pause_reading(self) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: %d requests in flight; pausing reads", self.name, len(self._slots))
-        while len(self._slots) > self._low_water and self._stop_reading is None:
-            self._room.clear()
-            self._throttled = True
-            self._room.wait()
-        self._throttled = False
+        self._throttled = True
+        self._reading = False
+        self._rwatch.stop()
 
-    def _push(self, data: bytes) -> None:
-        self._slots.append(data)
-        if self._idle:
-            self._wake.set()
+    def _resume_reading(self) -> None:
+        self._throttled = False
+        if self._stop_reading is None and not self._reading:
+            self._reading = True
+            self._rwatch.start(self._on_readable)
 
     def _on_value(self, value: Any) -> None:
         if self._stop_reading is not None:
@@ -171,106 +200,119 @@ class Session:
                 if command in _SYNC_COMMANDS:
                     local = replies.sync_reply(command, value, client_id)
                     if local is not None:
-                        self._push(local)
+                        self._slots.append(local)
                         return
-                self._slots.append((self.channel.submit(value), client_id))
-                if self._idle:
-                    self._wake.set()
+                call = self.channel.submit(value)
+                self._slots.append((call, client_id))
+                if self._no_reply_head:
+                    call.rawlink(self._on_call_done)
                 return
-        self._push(replies.invalid_request(value))
+        self._slots.append(replies.invalid_request(value))
 
     def _on_reset(self) -> None:
         if self._stop_reading is None:
-            self._push(replies.STRAY_FF)
+            self._slots.append(replies.STRAY_FF)
 
     def _on_error(self, exc: ProtocolError) -> None:
         if self._stop_reading is not None:
             return
         if isinstance(exc, MessageTooLarge):
             log.warning("%s: %s; closing the session", self.name, exc)
-            self._push(replies.error("GenericError", f"qproxy: {exc}; closing the connection"))
+            self._slots.append(replies.error("GenericError",
+                                             f"qproxy: {exc}; closing the connection"))
             self._stop_reading = "the client sent an over-size message"
             return
         if log.isEnabledFor(logging.INFO):
             log.info("%s: %s", self.name, exc)
-        self._push(replies.parse_error(str(exc)))
+        self._slots.append(replies.parse_error(str(exc)))
 
-    # -- writing --------------------------------------------------------------------
-    def _write_loop(self) -> None:
+    # -- writing (event-loop callbacks) -----------------------------------------------
+    def _on_call_done(self, call: Call) -> None:
+        try:
+            self._flush()
+        except Exception:
+            log.exception("%s: failed to write a reply", self.name)
+            self._broken("internal error (see the log)")
+
+    def _flush(self) -> None:
+        """Write every ready reply from the head of the queue, in one write."""
+        if self._out or self._write_error is not None:
+            return  # the write watcher calls again once the socket takes more
         slots = self._slots
-        sendall = self.sock.sendall
-        render = self._render
-        try:
-            while True:
-                if not slots:
-                    if self._eof:
-                        return
-                    self._wait_idle()
-                    continue
-                head = slots[0]
-                if type(head) is tuple and not head[0].ready():
-                    if head[0].command in NO_SUCCESS_RESPONSE:
-                        self._wait_no_reply(head[0])
+        chunks: list[bytes] = []
+        while slots:
+            slot = slots[0]
+            if isinstance(slot, bytes):
+                chunks.append(slot)
+            else:
+                call, client_id = slot
+                if not call.ready():
+                    if call.command in NO_SUCCESS_RESPONSE and self._succeeded(call):
+                        slots.popleft()
                         continue
-                    head[0].wait()
-                chunks: list[bytes] = []
-                while slots:
-                    slot = slots[0]
-                    if isinstance(slot, bytes):
-                        chunks.append(slot)
-                    else:
-                        call, client_id = slot
-                        if not call.ready():
-                            break
-                        data = render(call, client_id)
-                        if data is not None:
-                            chunks.append(data)
-                    slots.popleft()
-                if self._throttled and len(slots) <= self._low_water:
-                    self._room.set()
-                if not chunks:
-                    continue
-                self._writing = True
-                sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-                self._writing = False
-        except OSError as exc:
-            self._write_error = f"write failed: {exc}"
-            self._writing = False
-            self._abandon_rest()
-            if self._stop_reading is None:
-                self._stop_reading = self._write_error
-            self._room.set()
-            self._shutdown_socket(socket.SHUT_RDWR)
+                    if self._linked is not call:
+                        self._linked = call
+                        call.rawlink(self._on_call_done)
+                    break
+                data = self._render(call, client_id)
+                if data is not None:
+                    chunks.append(data)
+            slots.popleft()
+        self._no_reply_head = bool(slots) and isinstance(slots[0], tuple) and (
+            slots[0][0].command in NO_SUCCESS_RESPONSE)
+        if chunks:
+            self._write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if self._out:
+            return
+        if self._throttled and len(slots) <= self._low_water:
+            self._resume_reading()
+        if self._finishing and not slots:
+            self._drained.set()
 
-    def _wait_idle(self) -> None:
-        self._idle = True
-        self._wake.clear()
-        try:
-            self._wake.wait()
-        finally:
-            self._idle = False
+    def _succeeded(self, call: Call) -> bool:
+        """Whether a command that answers nothing on success has succeeded.
 
-    def _wait_no_reply(self, call: Call) -> None:
-        """The head is a command that answers nothing on success.
-
-        The agent runs commands in order, so once a call sent after it is answered, it
-        has succeeded: drop it and go on.  Until then wait for it, a later call, or news.
+        The agent runs commands in order: once a call sent after it is answered, it
+        has.  Until then every later call is watched, so that its reply wakes us.
         """
-        later = [slot[0] for slot in islice(self._slots, 1, None) if isinstance(slot, tuple)]
+        later = [s[0] for s in islice(self._slots, 1, None) if isinstance(s, tuple)]
         if any(c.ready() for c in later):
-            self._slots.popleft()
             self.channel.abandon(call)
-            return
-        if self._eof and not later:
-            # Nothing else will come: give the agent the rest of the linger time.
-            call.wait()
-            return
-        self._idle = True
-        self._wake.clear()
+            return True
+        for c in later:
+            c.rawlink(self._on_call_done)
+        return False
+
+    def _write(self, data: bytes | memoryview) -> None:
         try:
-            gevent.wait([call, self._wake, *later], count=1)
-        finally:
-            self._idle = False
+            sent = os.write(self._fd, data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._broken(f"write failed: {exc.strerror or exc}")
+            return
+        if sent < len(data):
+            self._out = memoryview(data)[sent:]
+            self._wwatch.start(self._on_writable)
+
+    def _on_writable(self) -> None:
+        out, self._out = self._out, b""
+        self._wwatch.stop()
+        try:
+            self._write(out)
+            if not self._out:
+                self._flush()
+        except Exception:
+            log.exception("%s: failed to write a reply", self.name)
+            self._broken("internal error (see the log)")
+
+    def _broken(self, reason: str) -> None:
+        self._write_error = reason
+        self._out = b""
+        self._wwatch.stop()
+        self._abandon_rest()
+        self._end_reading(reason)
+        self._drained.set()
 
     @staticmethod
     def _render(call: Call, client_id: Any) -> bytes | None:
@@ -281,32 +323,29 @@ class Session:
             return None  # the guest went down: that is what the command asked for
         return replies.unavailable(str(exc), client_id)
 
-    # -- the end --------------------------------------------------------------------
-    def _finish(self, writer: gevent.Greenlet, reason: str) -> None:
-        self.end_reason = reason
-        self._eof = True
-        self._wake.set()
+    # -- the end (in the session's greenlet) ------------------------------------------
+    def _finish(self) -> None:
         if self._write_error is not None:
             self.end_reason = self._write_error
             return
-        if self._slots and self._peer_gone():
-            self.end_reason = f"{reason} with {len(self._slots)} requests in flight"
+        if (self._slots or self._out) and self._peer_gone():
+            self.end_reason = f"{self.end_reason} with {len(self._slots)} requests in flight"
             return
+        self._finishing = True
         linger_until = time.monotonic() + self.linger
-        while not writer.dead:
+        while self._slots or self._out:
             remaining = min(linger_until, self._deadline) - time.monotonic()
             if remaining <= 0:
                 break
+            self._drained.clear()
             self._hurry.clear()
-            gevent.wait([writer, self._hurry], timeout=remaining, count=1)
-        if writer.dead or self._writing:
-            return
-        writer.kill()
-        if self._fail_desc is not None and self._slots:
+            gevent.wait([self._drained, self._hurry], timeout=remaining, count=1)
+        if self._slots and not self._out and self._fail_desc is not None:
             self._fail_pending(self._fail_desc)
 
     def _fail_pending(self, desc: str) -> None:
         """Answer what is left: ready replies as they are, unanswered calls with ``desc``."""
+        self._stop_watchers()
         chunks: list[bytes] = []
         for slot in self._slots:
             if isinstance(slot, bytes):
@@ -332,20 +371,21 @@ class Session:
                 abandon(slot[0])
         self._slots.clear()
 
+    def _stop_watchers(self) -> None:
+        self._reading = False
+        self._rwatch.stop()
+        self._wwatch.stop()
+
     def _peer_gone(self) -> bool:
         """Whether the client closed both directions (a Unix socket can tell)."""
         if self.sock.family != socket.AF_UNIX:
             return False
         try:
             poller = select.poll()
-            poller.register(self.sock.fileno(), select.POLLIN)
+            poller.register(self._fd, select.POLLIN)
             return any(ev & select.POLLHUP for _, ev in poller.poll(0))
         except (OSError, ValueError):
             return True
-
-    def _shutdown_socket(self, how: int) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(how)
 
     def __repr__(self) -> str:
         return f"<Session {self.name} {len(self._slots)} in flight>"
