@@ -148,3 +148,45 @@ def test_commands_without_success_response_do_not_stall_later_replies(
     finally:
         server.stop(grace=1)
         agent.stop()
+
+
+@pytest.mark.timeout(30)
+def test_backpressure_a_client_that_does_not_read_is_not_read(
+        workdir: Path, raw: Any) -> None:
+    agent = ReferenceAgent(f"unix:{workdir / 'a.sock'}").start()
+    server = Server(f"unix:{workdir / 'a.sock'}", [f"unix:{workdir / 'p.sock'}"],
+                    max_in_flight=16).start()
+    try:
+        count = 40_000  # ~1.5 MB of requests: far more than the socket buffers hold
+        requests = b"".join(b'{"execute": "guest-ping", "id": %d}\n' % i for i in range(count))
+        with raw(workdir / "p.sock") as greedy, raw(workdir / "p.sock") as polite:
+            sender = gevent.spawn(greedy.sock.sendall, requests)
+            gevent.sleep(0.5)
+            assert not sender.ready(), "the server kept reading from a client that does not read"
+            session = next(s for s in server.sessions if s.requests)
+            stalled_at = session.requests
+            assert stalled_at < count
+            for i in range(20):  # everybody else is served meanwhile
+                assert polite.call("guest-ping", id=i) == {"return": {}, "id": i}
+            gevent.sleep(0.2)
+            assert session.requests == stalled_at, "reading went on regardless"
+            for i in range(count):  # now read: every reply, in order
+                assert greedy.read() == {"return": {}, "id": i}
+            sender.get(timeout=5)
+    finally:
+        server.stop(grace=1)
+        agent.stop()
+
+
+@pytest.mark.timeout(20)
+def test_half_closed_client_still_gets_its_replies(refagent_socket: Path, serve: Any,
+                                                   raw: Any) -> None:
+    import socket as stdsocket
+
+    with serve(refagent_socket) as (_, proxy), raw(proxy) as client:
+        client.send(b'{"execute": "qproxy-sleep", "arguments": {"seconds": 0.3}, "id": 1}\n'
+                    b'{"execute": "guest-ping", "id": 2}\n')
+        client.sock.shutdown(stdsocket.SHUT_WR)  # what socat does when its input ends
+        assert client.read()["id"] == 1
+        assert client.read() == {"return": {}, "id": 2}
+        assert client.read_eof() == b""
