@@ -125,3 +125,46 @@ def test_sigterm_with_clients_connected_is_clean_and_prompt(
         output = proc.stdout.read().decode() if proc.stdout else ""
         assert "Traceback" not in output
         stop_process(proc)
+
+
+@pytest.mark.timeout(30)
+def test_wait_for_an_agent_that_comes_later(workdir: Path, raw: Any) -> None:
+    from peers import reference_agent
+
+    proxy = workdir / "p.sock"
+    agent_sock = workdir / "late.sock"
+    proc = subprocess.Popen(_serve_cmd(agent_sock, "--wait", "--listen", f"unix:{proxy}"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while not proxy.exists():
+            assert proc.poll() is None, "qproxy serve --wait gave up"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # The socket is bound while the agent is awaited: a client can connect already.
+        with raw(proxy) as early:
+            early.send({"execute": "guest-ping", "id": "early"})
+            time.sleep(0.3)
+            assert proc.poll() is None
+            with reference_agent(workdir, name="late.sock"):
+                assert early.read() == {"return": {}, "id": "early"}
+                assert early.call("guest-ping", id=2) == {"return": {}, "id": 2}
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0
+
+
+@pytest.mark.timeout(30)
+def test_sigterm_while_waiting_for_the_agent_exits_cleanly(workdir: Path) -> None:
+    proxy = workdir / "p.sock"
+    proc = subprocess.Popen(_serve_cmd(workdir / "never.sock", "--wait", "--listen",
+                                       f"unix:{proxy}"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while not proxy.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proxy.exists()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(5) == 0
+    assert not proxy.exists()
+    stop_process(proc)
