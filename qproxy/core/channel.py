@@ -185,17 +185,25 @@ class Channel:
         self._enqueue(data)
         return call
 
-    def abandon(self, call: Call) -> None:
-        """The caller gave up (timeout): drop the late reply when it comes."""
+    def abandon(self, call: Call, *, timed_out: bool = True) -> None:
+        """The caller gave up: drop the late reply when it comes.
+
+        ``timed_out=False`` is for callers that simply went away (a client that
+        disconnected): no re-sync is needed on their account.
+        """
         if call.ready():
             return
         call.abandoned = True
-        self.stats.timeouts += 1
+        self.stats.abandoned += 1
+        if timed_out:
+            self.stats.timeouts += 1
         if self.echoes_ids:
             self._pending.pop(call.cid, None)
-            # The agent may be stuck on half a request (an unclosed "{" from line noise
-            # keeps its lexer waiting): a 0xFF re-sync clears that, and costs one round trip.
-            self._resync_soon("a call timed out; re-synchronising in case the agent is stuck")
+            if timed_out:
+                # The agent may be stuck on half a request (an unclosed "{" from line
+                # noise keeps its lexer waiting): a 0xFF re-sync clears that.
+                self._resync_soon("a call timed out; re-synchronising in case the agent "
+                                  "is stuck")
         else:
             self._resync_soon("a call timed out while replies are matched in order")
 

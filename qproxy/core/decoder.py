@@ -320,7 +320,11 @@ class Decoder:
                 self.log.exception("on_value callback failed")
 
     def _recover(self, data: bytes) -> None:
-        """ijson rejected the input: re-parse it carefully, value by value."""
+        """ijson rejected the input: re-parse it carefully, value by value.
+
+        Values and garbage are handed on in stream order, so a consumer that answers
+        garbage (the server does) answers it after the values that came before it.
+        """
         self.stats.parse_errors += 1
         buf = bytes(self._since) + data
         skip = self._since_values
@@ -328,24 +332,38 @@ class Decoder:
         self._since_values = 0
         self._out.clear()
         self._coro = _new_coro(self._out)
-        values, garbage = self._salvage(buf)
-        if garbage:
-            self.stats.garbage_bytes += garbage
-            preview = buf[:60]
-            self.log.warning("skipped %d bytes that are not JSON (near %r)", garbage, preview)
-            self._report(ProtocolError(f"skipped {garbage} bytes of input that are not JSON"))
-        self._emit(values[skip:])
+        for item in self._salvage(buf):
+            if isinstance(item, _Garbage):
+                self.stats.garbage_bytes += item.size
+                self.log.warning("skipped %d bytes that are not JSON (near %r)",
+                                 item.size, buf[item.pos:item.pos + 60])
+                self._report(ProtocolError(f"skipped {item.size} bytes of input that are not JSON"))
+            elif skip:
+                skip -= 1
+            else:
+                self._emit([item])
 
-    def _salvage(self, buf: bytes) -> tuple[list[Any], int]:
-        """Find every well-formed value in ``buf``; keep an unfinished last one live."""
-        values: list[Any] = []
-        garbage = 0
+    def _salvage(self, buf: bytes) -> list[Any]:
+        """Every well-formed value in ``buf`` and every garbage run, in stream order.
+
+        An unfinished last value is left in the live parser.
+        """
+        items: list[Any] = []
+
+        def garbage(pos: int, size: int) -> None:
+            if size <= 0:
+                return
+            if items and isinstance(items[-1], _Garbage):
+                items[-1].size += size
+            else:
+                items.append(_Garbage(pos, size))
+
         pos = 0
         n = len(buf)
         while pos < n:
             m = self._start.search(buf, pos)
             start = m.start() if m else n
-            garbage += len(buf[pos:start].strip(_WS))
+            garbage(pos, len(buf[pos:start].strip(_WS)))
             if m is None:
                 break
             end = value_end(buf, start)
@@ -356,15 +374,15 @@ class Decoder:
                 except _JSONError:
                     self._out.clear()
                     self._coro = _new_coro(self._out)
-                    garbage += 1
+                    garbage(start, 1)
                     pos = start + 1
                     continue
-                values.extend(self._out)
+                items.extend(self._out)
                 self._out.clear()
                 self._since += buf[start:]
-                return values, garbage
+                return items
             if end == _CORRUPT:
-                garbage += 1
+                garbage(start, 1)
                 pos = start + 1
                 continue
             out: Any = ijson.sendable_list()
@@ -372,9 +390,19 @@ class Decoder:
             try:
                 coro.send(buf[start:end])
             except _JSONError:
-                garbage += 1
+                garbage(start, 1)
                 pos = start + 1
                 continue
-            values.extend(out)
+            items.extend(out)
             pos = end
-        return values, garbage
+        return items
+
+
+class _Garbage:
+    """A run of bytes that are not JSON, found by the careful re-parse."""
+
+    __slots__ = ("pos", "size")
+
+    def __init__(self, pos: int, size: int) -> None:
+        self.pos = pos
+        self.size = size

@@ -14,6 +14,7 @@ class ChannelStats:
     late_replies: int = 0
     lost_replies: int = 0
     timeouts: int = 0
+    abandoned: int = 0
     discarded: int = 0
     unexpected: int = 0
     events: int = 0

@@ -368,7 +368,7 @@ class Session:
         abandon = self.channel.abandon
         for slot in self._slots:
             if isinstance(slot, tuple) and not slot[0].ready():
-                abandon(slot[0])
+                abandon(slot[0], timed_out=False)
         self._slots.clear()
 
     def _stop_watchers(self) -> None:
