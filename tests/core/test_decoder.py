@@ -296,3 +296,10 @@ def test_garbage_between_lines_never_costs_a_value(objects: list[dict[str, Any]]
 def _float32_normalise(value: Any) -> Any:
     """json.dumps of a float round-trips exactly, so values compare equal as they are."""
     return json.loads(json.dumps(value))
+
+
+def test_garbage_is_reported_in_stream_order() -> None:
+    events: list[Any] = []
+    d = Decoder(events.append, on_error=lambda exc: events.append("error"))
+    d.feed(b'{"a": 1}\n{"b": 2} garbage {"c": 3}\n')
+    assert events == [{"a": 1}, {"b": 2}, "error", {"c": 3}]
