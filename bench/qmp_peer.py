@@ -3,7 +3,7 @@
 Protocol: one JSON request per line on stdin, one JSON answer per line on stdout::
 
     {"mode": "legacy" | "async", "path": SOCK, "duration": S, "concurrency": N}
-    -> {"calls": C, "seconds": T}  or  {"error": "..."}
+    -> {"calls": C, "seconds": T, "cpu": CPU_SECONDS}  or  {"error": "..."}
 
 ``legacy`` is ``QEMUMonitorProtocol(path).connect(negotiate=False)`` making one
 ``cmd("guest-ping")`` at a time; ``async`` is ``QMPClient`` (``await_greeting`` and
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import sys
 import time
 from typing import Any
@@ -80,12 +81,16 @@ def main() -> int:
     for line in sys.stdin:
         req: dict[str, Any] = json.loads(line)
         try:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            cpu0 = usage.ru_utime + usage.ru_stime
             if req["mode"] == "legacy":
                 calls, seconds = run_legacy(req["path"], req["duration"])
             else:
                 calls, seconds = loop.run_until_complete(
                     run_async(req["path"], req["duration"], req["concurrency"]))
-            answer: dict[str, Any] = {"calls": calls, "seconds": seconds}
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            answer: dict[str, Any] = {"calls": calls, "seconds": seconds,
+                                      "cpu": usage.ru_utime + usage.ru_stime - cpu0}
         except Exception as exc:
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(answer), flush=True)

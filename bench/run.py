@@ -85,7 +85,8 @@ class QmpPeer:
         self.proc = subprocess.Popen([sys.executable, str(HERE / "qmp_peer.py")],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(self, mode: str, path: Path, duration: float, concurrency: int) -> tuple[int, float]:
+    def run(self, mode: str, path: Path, duration: float,
+            concurrency: int) -> tuple[int, float, float]:
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write(json.dumps({"mode": mode, "path": str(path), "duration": duration,
                                           "concurrency": concurrency}) + "\n")
@@ -96,7 +97,7 @@ class QmpPeer:
         answer = json.loads(line)
         if "error" in answer:
             raise RuntimeError(answer["error"])
-        return int(answer["calls"]), float(answer["seconds"])
+        return int(answer["calls"]), float(answer["seconds"]), float(answer["cpu"])
 
     def close(self) -> None:
         common.stop_process(self.proc)
@@ -113,23 +114,32 @@ class Bench:
         self.serve_note = common.serve_available()
         self.rates: dict[str, dict[str, list[float]]] = {
             a: {c.key: [] for c in CLIENTS} for a in AGENTS}
+        self.cpu: dict[str, dict[str, list[float]]] = {
+            a: {c.key: [] for c in CLIENTS} for a in AGENTS}
         self.errors: dict[str, str] = {}
 
     # -- one measurement ------------------------------------------------------------
-    def measure(self, agent: str, client: Client) -> float | None:
+    def measure(self, agent: str, client: Client) -> tuple[float, float] | None:
+        """(calls/s, CPU µs per call) for one client against one agent, or None.
+
+        The CPU is the client side's own: this process for the raw and qproxy API
+        clients, the qemu.qmp process for qemu.qmp, the server process for ``serve``.
+        """
         path = self.socks[agent]
         d = self.duration
         key = client.key
+        cpu0 = common.cpu_self()
+        cpu: float | None = None
         if key == "raw-1":
             calls, secs = common.raw_sequential(path, d)
         elif key == "raw-64":
             calls, secs = common.raw_pipelined(path, d, 64)
         elif key == "qmp-legacy":
             assert self.qmp
-            calls, secs = self.qmp.run("legacy", path, d, 1)
+            calls, secs, cpu = self.qmp.run("legacy", path, d, 1)
         elif key.startswith("qmp-async-"):
             assert self.qmp
-            calls, secs = self.qmp.run("async", path, d, client.sessions)
+            calls, secs, cpu = self.qmp.run("async", path, d, client.sessions)
         elif key.startswith("qproxy-"):
             calls, secs = qproxy_clients.api_rate(path, d, client.sessions)
         elif key == "serve-64":
@@ -137,14 +147,18 @@ class Bench:
                 return None
             sock = self.workdir / "serve.sock"
             try:
-                with common.started(common.serve_argv(path, sock), sock):
+                with common.started(common.serve_argv(path, sock), sock) as proc:
+                    server_cpu0 = common.cpu_of(proc.pid)
                     calls, secs = common.raw_many_clients(sock, d, 64)
+                    cpu = common.cpu_of(proc.pid) - server_cpu0
             except common.PeerError as exc:
                 self.serve_note = f"not available (failed to start: {exc})"
                 return None
         else:
             raise ValueError(key)
-        return calls / secs
+        if cpu is None:
+            cpu = common.cpu_self() - cpu0
+        return calls / secs, cpu / calls * 1e6
 
     def run_rates(self) -> None:
         n = len(CLIENTS)
@@ -155,13 +169,15 @@ class Bench:
                 for client in order:
                     label = f"{agent}/{client.key}"
                     try:
-                        rate = self.measure(agent, client)
+                        with common.watchdog(60 + 10 * self.duration, label):
+                            measured = self.measure(agent, client)
                     except Exception as exc:
                         self.errors[label] = f"{type(exc).__name__}: {exc}"
                         log(f"  {label}: FAILED {self.errors[label]}")
                         continue
-                    if rate is not None:
-                        self.rates[agent][client.key].append(rate)
+                    if measured is not None:
+                        self.rates[agent][client.key].append(measured[0])
+                        self.cpu[agent][client.key].append(measured[1])
                     gc.collect()
             log(f"round {r + 1}/{self.rounds} of call rates done in "
                 f"{time.monotonic() - t0:.1f} s")
@@ -180,7 +196,17 @@ def run_decoder(rounds: int) -> dict[str, Any]:
         base.append(n / t)
     out["small"] = {"messages": 200_000, "bytes": len(stream), "chunk": 65536,
                     "decoder_msgs_per_s": dec, "lines_json_loads_msgs_per_s": base}
-    del stream, chunks
+    # The same replies one per read, as a channel with one call in flight sees them.
+    singles = stream.splitlines(keepends=True)[:100_000]
+    dec, base = [], []
+    for _ in range(rounds):
+        n, t = decoder_bench.timed(decoder_bench.decoder_feed, singles)
+        dec.append(n / t)
+        n, t = decoder_bench.timed(decoder_bench.lines_feed, singles)
+        base.append(n / t)
+    out["small_one_per_read"] = {"messages": len(singles), "decoder_msgs_per_s": dec,
+                                 "lines_json_loads_msgs_per_s": base}
+    del stream, chunks, singles
     big = decoder_bench.big_reply(DEFAULT_MAX_SIZE)
     loads = []
     for _ in range(rounds):
@@ -363,6 +389,11 @@ def build_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         d, b = median(small["decoder_msgs_per_s"]), median(small["lines_json_loads_msgs_per_s"])
         ratio_row("decoder, small replies, msgs/s ÷ json.loads per line", d, b, 1.0,
                   f"{fmt_rate(d)} vs {fmt_rate(b)} msgs/s (64 KiB chunks)")
+        one = dec["small_one_per_read"]
+        d, b = median(one["decoder_msgs_per_s"]), median(one["lines_json_loads_msgs_per_s"])
+        ratio_row("(extra) decoder, small replies fed one per read ÷ json.loads per line",
+                  d, b, 1.0, f"{fmt_rate(d)} vs {fmt_rate(b)} msgs/s (one reply per feed, "
+                  "as with one call in flight)")
         big = dec["big"]
         whole = median(big["json_loads_whole_mb_per_s"])
         for size, name in ((65536, "64 KiB"), (4096, "4 KiB")):
@@ -441,20 +472,29 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {g['row']} | {value} | {g['goal']} | {met} |")
     lines += ["", "Details:", ""]
     lines += [f"- {g['row']}: {g['detail']}" for g in results["goals"]]
-    lines += ["", "### Calls per second (guest-ping; median over rounds, min-max)", "",
-              "| client | sessions | " + " | ".join(AGENTS.values()) + " |",
-              "|---|---:|" + "---:|" * len(AGENTS)]
+    lines += ["", "### Calls per second (guest-ping; median over rounds, min-max) and the "
+              "client side's CPU µs per call (median)", "",
+              "| client | sessions | " + " | ".join(f"{t} calls/s | CPU µs/call"
+                                                    for t in AGENTS.values()) + " |",
+              "|---|---:|" + "---:|---:|" * len(AGENTS)]
     for c in CLIENTS:
         cells = []
         for a in AGENTS:
             xs = results["rates"][a][c.key]
+            cpu = median(results["cpu_us_per_call"][a][c.key])
             if xs:
                 cells.append(f"{median(xs):,.0f} ({min(xs):,.0f}-{max(xs):,.0f})")
+                cells.append("—" if cpu is None else f"{cpu:.1f}")
             elif c.key == "serve-64" and results.get("serve_note"):
-                cells.append(results["serve_note"])
+                cells += [results["serve_note"], ""]
             else:
-                cells.append(results["errors"].get(f"{a}/{c.key}", "—"))
+                cells += [results["errors"].get(f"{a}/{c.key}", "—"), ""]
         lines.append(f"| {c.label} | {c.sessions:,} | " + " | ".join(cells) + " |")
+    lines += ["", "CPU µs/call is the CPU time of the process doing the client's work divided "
+              "by its calls: this process for the raw and qproxy API clients, the qemu.qmp "
+              "worker for qemu.qmp, the `qproxy serve` process for the serve row (its 64 raw "
+              "clients not included). Unlike calls/s it hardly depends on what else the "
+              "machine runs."]
     dec = results.get("decoder")
     if dec:
         big = dec["big"]
@@ -463,6 +503,10 @@ def render_markdown(results: dict[str, Any]) -> str:
                   f"| 200,000 small replies, 64 KiB chunks (msgs/s) | "
                   f"{median(dec['small']['decoder_msgs_per_s']):,.0f} | "
                   f"{median(dec['small']['lines_json_loads_msgs_per_s']):,.0f} "
+                  "(newline framing + json.loads) |",
+                  f"| 100,000 small replies, one per feed (msgs/s) | "
+                  f"{median(dec['small_one_per_read']['decoder_msgs_per_s']):,.0f} | "
+                  f"{median(dec['small_one_per_read']['lines_json_loads_msgs_per_s']):,.0f} "
                   "(newline framing + json.loads) |",
                   f"| one {big['bytes'] / 2**20:.0f} MiB reply, 64 KiB chunks (MB/s) | "
                   f"{median(big['decoder_65536_mb_per_s']):,.0f} | "
@@ -547,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(bench.qmp.close)
         bench.run_rates()
         results["rates"] = bench.rates
+        results["cpu_us_per_call"] = bench.cpu
         results["serve_note"] = bench.serve_note
         log("decoder…")
         results["decoder"] = run_decoder(args.rounds)
