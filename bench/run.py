@@ -545,6 +545,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, marker="o", label=family)
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ax.set_xlabel("concurrent sessions (greenlets / tasks / requests in flight / clients)")
         ax.set_ylabel("calls/s (guest-ping, median)")
         ax.set_title(title)
