@@ -454,7 +454,8 @@ def build_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
 def render_markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
-        f"Run {results['started']} — {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
+        f"Run {results['started']} of qproxy {results.get('qproxy_tree', '?')} — "
+        f"{m['cores']} cores ({m['cpu']}), Python {m['python']}, "
         f"gevent {m['gevent']}, ijson {m['ijson']} (backend {m['ijson_backend']}), "
         f"qemu.qmp {m.get('qemu.qmp', '?')}, {m.get('qemu-ga', 'qemu-ga ?')}; "
         f"{results['rounds']} rounds of {results['duration']:g} s, medians; "
@@ -559,6 +560,19 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def qproxy_tree() -> str:
+    """The commit measured, "+changes" when qproxy/ differs from it (the working tree runs)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "qproxy"],
+                               cwd=HERE.parent, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return (head or "?") + (" +uncommitted changes in qproxy/" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="rounds per measurement (default 5)")
@@ -573,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     t_start = time.monotonic()
     results: dict[str, Any] = {
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "qproxy_tree": qproxy_tree(),
         "machine": common.machine_info(), "rounds": args.rounds, "duration": args.duration}
     m = results["machine"]
     print(f"machine: {m['cores']} cores ({m['cpu']}), {m['implementation']} {m['python']}, "
