@@ -11,7 +11,9 @@ import logging
 from types import TracebackType
 from typing import Any, Final
 
+from gevent import getcurrent
 from gevent.event import AsyncResult
+from gevent.hub import Waiter, get_hub
 
 from .core.channel import Call, Channel, State
 from .core.decoder import DEFAULT_MAX_SIZE
@@ -73,14 +75,25 @@ class Agent:
         reply comes in time, and :class:`~qproxy.errors.ConnectionLost` if the
         connection breaks first.
         """
-        request: dict[str, Any] = {"execute": command}
-        if arguments is not None:
-            request["arguments"] = arguments
-        pending = self.channel.submit(request)
         limit = self.default_timeout if isinstance(timeout, _Default) else timeout
+        wake = _Wakeup()
+        pending = self.channel.submit_command(command, arguments, wake)
         if not pending.ready():
-            pending.wait(limit)
-            if not pending.ready():
+            timer = None
+            if limit is not None:
+                timer = wake.hub.loop.timer(limit)
+                timer.start(wake, None)
+            try:
+                woke = wake.wait()
+            except BaseException:
+                # Killed, or an outer gevent.Timeout: nobody will take the reply.
+                wake.done = True
+                self.channel.abandon(pending, timed_out=False)
+                raise
+            finally:
+                if timer is not None:
+                    timer.close()
+            if woke is None and not pending.ready():
                 self.channel.abandon(pending)
                 raise CallTimeout(command, limit if limit is not None else 0.0)
         return unwrap_reply(pending.get(block=False), command)
@@ -127,6 +140,34 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"<Agent {self.url} {self.channel.state.value}>"
+
+
+class _Wakeup:
+    """Wakes one greenlet blocked in :meth:`wait` once: a reply or its timer, not both.
+
+    Cheaper than ``AsyncResult.wait(timeout)``: no ``Timeout`` object, and a reply that
+    arrives in the hub (fd transports read from a watcher callback) switches straight
+    to the caller instead of going through a notification callback.
+    """
+
+    __slots__ = ("done", "hub", "waiter")
+
+    def __init__(self) -> None:
+        self.hub = get_hub()
+        self.waiter = Waiter(self.hub)
+        self.done = False
+
+    def __call__(self, value: Any) -> None:
+        if self.done:
+            return
+        self.done = True
+        if getcurrent() is self.hub:
+            self.waiter.switch(value)
+        else:
+            self.hub.loop.run_callback(self.waiter.switch, value)
+
+    def wait(self) -> Any:
+        return self.waiter.get()
 
 
 class _ReturnResult(AsyncResult):  # type: ignore[misc]

@@ -50,13 +50,31 @@ class State(enum.Enum):
 class Call(AsyncResult):  # type: ignore[misc]
     """A request in flight: an AsyncResult that receives the agent's whole reply dict."""
 
-    __slots__ = ("abandoned", "cid", "command")
+    __slots__ = ("abandoned", "cid", "command", "on_done")
 
-    def __init__(self, cid: int, command: str) -> None:
+    def __init__(self, cid: int, command: str,
+                 on_done: Callable[[Call], None] | None = None) -> None:
         super().__init__()
         self.cid = cid
         self.command = command
         self.abandoned = False
+        self.on_done = on_done
+
+    def complete(self, reply: dict[str, Any]) -> None:
+        """Deliver the agent's reply."""
+        self.set(reply)
+        if self.on_done is not None:
+            self.on_done(self)
+
+    def fail(self, exc: BaseException) -> None:
+        """Fail the call with ``exc``."""
+        self.set_exception(exc)
+        if self.on_done is not None:
+            self.on_done(self)
+
+
+#: Requests are encoded compactly; non-ASCII is escaped, as every agent can parse that.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _backoff(attempt: int, base: float, cap: float) -> float:
@@ -99,6 +117,7 @@ class Channel:
         self.last_error: QProxyError | None = None
         self.echoes_ids = True
         self._pending: dict[int, Call] = {}
+        self._heads: dict[str, bytes] = {}
         self._next_id = 1
         self._wqueue: deque[bytes] = deque()
         self._writer_busy = False
@@ -165,25 +184,55 @@ class Channel:
             self._subscribers.remove(callback)
 
     # -- calls ----------------------------------------------------------------------
-    def submit(self, request: dict[str, Any]) -> Call:
+    def submit(self, request: dict[str, Any],
+               on_done: Callable[[Call], None] | None = None) -> Call:
         """Send ``request`` (a dict with ``execute``); its ``id`` is replaced by ours.
 
         The returned :class:`Call` receives the agent's reply dict, or fails with
-        :class:`ConnectionLost`.  Never blocks.
+        :class:`ConnectionLost`.  Never blocks.  ``on_done(call)``, if given, is called
+        as soon as the call completes, from the event loop (it must not block); it is
+        cheaper than ``call.rawlink()`` for code that handles many calls.
         """
         cid = self._next_id
         self._next_id = cid + 1
-        call = Call(cid, str(request.get("execute")))
+        call = Call(cid, str(request.get("execute")), on_done)
         state = self.state
         if state is State.DISCONNECTED or state is State.CLOSED:
-            call.set_exception(self._unavailable())
+            call.fail(self._unavailable())
             return call
         request["id"] = cid
-        data = json.dumps(request, separators=(",", ":")).encode() + b"\n"
-        self._pending[cid] = call
+        self._send_call(call, _encode(request).encode() + b"\n")
+        return call
+
+    def submit_command(self, command: str, arguments: dict[str, Any] | None = None,
+                       on_done: Callable[[Call], None] | None = None) -> Call:
+        """:meth:`submit` for ``{"execute": command, "arguments": arguments}``.
+
+        The request is encoded without building a dict, from a cached head per command.
+        """
+        cid = self._next_id
+        self._next_id = cid + 1
+        call = Call(cid, command, on_done)
+        state = self.state
+        if state is State.DISCONNECTED or state is State.CLOSED:
+            call.fail(self._unavailable())
+            return call
+        head = self._heads.get(command)
+        if head is None:
+            head = b'{"execute":' + _encode(command).encode()
+            if len(self._heads) < 1024:
+                self._heads[command] = head
+        if arguments is None:
+            data = b'%s,"id":%d}\n' % (head, cid)
+        else:
+            data = b'%s,"arguments":%s,"id":%d}\n' % (head, _encode(arguments).encode(), cid)
+        self._send_call(call, data)
+        return call
+
+    def _send_call(self, call: Call, data: bytes) -> None:
+        self._pending[call.cid] = call
         self.stats.calls += 1
         self._enqueue(data)
-        return call
 
     def abandon(self, call: Call, *, timed_out: bool = True) -> None:
         """The caller gave up: drop the late reply when it comes.
@@ -273,7 +322,7 @@ class Channel:
                     self.log.debug("dropping a reply nobody waits for: %.200r", value)
                 return
             self.stats.replies += 1
-            call.set(value)
+            call.complete(value)
             return
         self._on_idless(value)
 
@@ -310,7 +359,7 @@ class Channel:
             return
         self.stats.replies += 1
         value["id"] = cid
-        call.set(value)
+        call.complete(value)
 
     def _on_reset(self) -> None:
         self._saw_ff = True
@@ -320,16 +369,6 @@ class Channel:
         self.log.warning("protocol error from the agent: %s", exc)
         self._resync_soon(str(exc))
 
-    def _read_loop(self, transport: Transport, decoder: Decoder) -> str:
-        try:
-            while True:
-                data = transport.read()
-                if not data:
-                    return "the agent closed the connection"
-                self.stats.bytes_in += len(data)
-                decoder.feed(data)
-        except ConnectionLost as exc:
-            return str(exc)
 
     # -- sync -----------------------------------------------------------------------
     def _sync(self, transport: Transport) -> bool:
@@ -406,7 +445,7 @@ class Channel:
             call = self._pending.pop(cid)
             if not call.abandoned and not call.ready():
                 self.stats.lost_replies += 1
-                call.set_exception(ConnectionLost(
+                call.fail(ConnectionLost(
                     f"the reply to {call.command!r} was lost (garbled on the line; "
                     "the channel re-synchronised)"))
 
@@ -460,29 +499,39 @@ class Channel:
                           on_reset=self._on_reset, on_error=self._on_protocol_error,
                           objects_only=True, logger=self.log)
         self.echoes_ids = True
-        reader = gevent.spawn(self._read_loop, transport, decoder)
+        ended: AsyncResult = AsyncResult()
+        stats = self.stats
+        feed = decoder.feed
+
+        def on_data(data: bytes) -> None:
+            stats.bytes_in += len(data)
+            feed(data)
+
+        def on_end(reason: str) -> None:
+            if not ended.ready():
+                ended.set(reason)
+
+        transport.start_reading(on_data, on_end)
         writer = gevent.spawn(self._write_loop, transport)
         syncer = gevent.spawn(self._sync, transport)
         try:
-            gevent.wait([reader, syncer], count=1)
-            if syncer.successful() and syncer.value and not reader.ready():
+            gevent.wait([ended, syncer], count=1)
+            if syncer.successful() and syncer.value and not ended.ready():
                 self.state = State.READY
                 self._connected_once = True
                 self.log.info("connected to %s", self.url)
                 self._ready.set()
                 self._wake_writer.set()
-                reader.join()
-                return str(reader.value), True
+                return str(ended.get()), True
             if syncer.ready() and not syncer.successful():
                 return f"handshake failed: {syncer.exception}", False
-            return (str(reader.value) if reader.ready() else "closed"), False
+            return (str(ended.get()) if ended.ready() else "closed"), False
         finally:
             syncer.kill(block=False)
             if self._resyncer is not None:
                 self._resyncer.kill(block=False)
             writer.kill(block=False)
             transport.close()
-            reader.kill(block=False)
             self._transport = None
             self._marker = None
 
@@ -492,4 +541,4 @@ class Channel:
         self._wqueue.clear()
         for call in pending:
             if not call.ready():
-                call.set_exception(type(exc)(str(exc)))
+                call.fail(type(exc)(str(exc)))

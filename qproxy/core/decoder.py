@@ -43,7 +43,9 @@ except ImportError:  # pragma: no cover - depends on the installed wheel
 #: The ijson backend in use ("yajl2_c" when all is well).
 BACKEND_NAME: str = getattr(_BACKEND, "backend_name", str(getattr(_BACKEND, "backend", "?")))
 
-DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+#: 64 MiB of payload plus room for the reply's envelope: a 48 MiB guest-file-read is a
+#: 64 MiB base64 string inside ``{"return": {"count": …, "buf-b64": "…", "eof": …}}``.
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024 + 64 * 1024
 #: A partial line shorter than this is fed to ijson at once (its re-scan cost is bounded).
 EAGER_BYTES = 64 * 1024
 
@@ -158,6 +160,10 @@ class Decoder:
         """Feed a chunk of bytes; complete values are handed to ``on_value`` now."""
         if not isinstance(data, bytes):
             data = bytes(data)
+        if (not self._held and not self._discarding and data[-1:] == b"\n"
+                and len(data) + len(self._since) <= self.max_size and b"\xff" not in data):
+            self._send(data)  # the common case: whole lines, nothing to frame
+            return
         start = 0
         while True:
             ff = data.find(b"\xff", start)
@@ -288,8 +294,8 @@ class Decoder:
             self._recover(data)
             return
         if out:
-            values = list(out)
-            out.clear()
+            values = out[:]
+            del out[:]
             if data.endswith(b"\n") or _ends_like_value(data):
                 self._since.clear()
                 self._since_values = 0
@@ -304,16 +310,14 @@ class Decoder:
                 self._discarding = True
 
     def _emit(self, values: list[Any]) -> None:
-        if self.objects_only:
-            kept = [v for v in values if type(v) is dict]
-            if len(kept) != len(values):
-                self.stats.garbage_bytes += len(values) - len(kept)
-                self.log.debug("skipped %d top-level values that are not objects",
-                               len(values) - len(kept))
-            values = kept
-        self.stats.values += len(values)
         on_value = self.on_value
+        objects_only = self.objects_only
         for value in values:
+            if objects_only and type(value) is not dict:
+                self.stats.garbage_bytes += 1
+                self.log.debug("skipped a top-level value that is not an object: %.80r", value)
+                continue
+            self.stats.values += 1
             try:
                 on_value(value)
             except Exception:

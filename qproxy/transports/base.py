@@ -9,17 +9,21 @@ gevent's hub through fd watchers, so nothing here monkey-patches or blocks the h
 from __future__ import annotations
 
 import errno
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+import gevent
 from gevent.hub import get_hub
 
 from ..errors import ConnectionLost, InvalidURL
 
+log = logging.getLogger("qproxy.transports")
+
 #: How much one ``read()`` returns at most (reads are coalesced up to this size).
 READ_LIMIT = 1 << 20
-_CHUNK = 256 * 1024
+_CHUNK = 64 * 1024  # below glibc's mmap threshold: a bigger buffer costs an mmap per read
 
 
 class Transport(ABC):
@@ -65,6 +69,29 @@ class Transport(ABC):
     @abstractmethod
     def fileno(self) -> int:
         """The file descriptor, for diagnostics and watchers."""
+
+    def start_reading(self, on_data: Callable[[bytes], None],
+                      on_end: Callable[[str], None]) -> None:
+        """Hand incoming bytes to ``on_data`` as they arrive, until the stream ends.
+
+        ``on_end(reason)`` is called once when it ends (end of stream or an error; also
+        after :meth:`close`).  The callbacks may run in gevent's hub, so they must not
+        block.  This default runs a greenlet around :meth:`read`; :class:`FdTransport`
+        reads from its fd watcher's callback instead, which saves two greenlet switches
+        per read.
+        """
+        def loop() -> None:
+            try:
+                while True:
+                    data = self.read()
+                    if not data:
+                        on_end("the peer closed the connection")
+                        return
+                    on_data(data)
+            except ConnectionLost as exc:
+                on_end(str(exc))
+
+        self._reader_greenlet = gevent.spawn(loop)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
@@ -128,6 +155,8 @@ class FdTransport(Transport):
         self._rwatch: Any = None
         self._wwatch: Any = None
         self._closed = True
+        self._on_data: Callable[[bytes], None] | None = None
+        self._on_end: Callable[[str], None] | None = None
 
     # -- primitives for subclasses -------------------------------------------------
     @abstractmethod
@@ -167,40 +196,78 @@ class FdTransport(Transport):
     def fileno(self) -> int:
         return self._fd
 
+    def _read_available(self) -> bytes | None:
+        """What can be read now, coalesced; ``None`` if nothing, ``b""`` at the end."""
+        try:
+            data = self._recv(_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # a pty whose other side is gone
+                return b""
+            raise ConnectionLost(f"{self.url}: read failed: {exc.strerror or exc}") from exc
+        if len(data) < _CHUNK:
+            return data
+        # Coalesce: drain what is already there so big replies arrive in big pieces.
+        parts = [data]
+        total = len(data)
+        while total < READ_LIMIT:
+            try:
+                more = self._recv(_CHUNK)
+            except OSError:
+                break  # would block, or an error the next read reports
+            if not more:
+                break
+            parts.append(more)
+            total += len(more)
+            if len(more) < _CHUNK:
+                break
+        return b"".join(parts)
+
     def read(self) -> bytes:
         while True:
             if self._closed:
                 raise ConnectionLost(f"{self.url}: transport is closed")
-            try:
-                data = self._recv(_CHUNK)
-            except BlockingIOError:
-                self._wait(self._rwatch)
-                continue
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                if exc.errno == errno.EIO:  # a pty whose other side is gone
-                    return b""
-                raise ConnectionLost(f"{self.url}: read failed: {exc.strerror or exc}") from exc
-            if len(data) < _CHUNK:
+            data = self._read_available()
+            if data is not None:
                 return data
-            # Coalesce: drain what is already there so big replies arrive in big pieces.
-            parts = [data]
-            total = len(data)
-            while total < READ_LIMIT:
-                try:
-                    more = self._recv(_CHUNK)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    break  # reported by the next read()
-                if not more:
-                    break
-                parts.append(more)
-                total += len(more)
-                if len(more) < _CHUNK:
-                    break
-            return b"".join(parts)
+            self._wait(self._rwatch)
+
+    def start_reading(self, on_data: Callable[[bytes], None],
+                      on_end: Callable[[str], None]) -> None:
+        if self._closed:
+            raise ConnectionLost(f"{self.url}: transport is closed")
+        self._on_data = on_data
+        self._on_end = on_end
+        self._rwatch.start(self._readable)
+
+    def _readable(self) -> None:
+        """The read watcher's callback; runs in the hub."""
+        try:
+            data = self._read_available()
+        except ConnectionLost as exc:
+            self._end_reading(str(exc))
+            return
+        if data is None:
+            return
+        if not data:
+            self._end_reading("the peer closed the connection")
+            return
+        on_data = self._on_data
+        if on_data is None:
+            return
+        try:
+            on_data(data)
+        except Exception:
+            log.exception("%s: the consumer of incoming data failed", self.url)
+            self._end_reading("internal error while handling incoming data")
+
+    def _end_reading(self, reason: str) -> None:
+        if self._rwatch is not None:
+            self._rwatch.stop()
+        on_end, self._on_end, self._on_data = self._on_end, None, None
+        if on_end is not None:
+            on_end(reason)
 
     def write_nowait(self, data: bytes | memoryview) -> int:
         if self._closed:
@@ -226,6 +293,8 @@ class FdTransport(Transport):
             return
         self._closed = True
         exc = ConnectionLost(f"{self.url}: transport closed")
+        if self._on_end is not None:
+            self._end_reading("the transport was closed")
         watchers = [self._rwatch, self._wwatch]
         self._rwatch = self._wwatch = None
         self._fd = -1
