@@ -94,8 +94,8 @@ class Session:
         self._slots: deque[Slot] = deque()
         self._out: bytes | memoryview = b""  # what a full socket has not taken yet
         self._low_water = max(1, max_in_flight // 2)
-        self._linked: Call | None = None
-        self._no_reply_head = False
+        self._loop = loop
+        self._flush_scheduled = False
         self._reading = False
         self._throttled = False
         self._finishing = False
@@ -202,10 +202,8 @@ class Session:
                     if local is not None:
                         self._slots.append(local)
                         return
-                call = self.channel.submit(value)
+                call = self.channel.submit(value, self._on_done)
                 self._slots.append((call, client_id))
-                if self._no_reply_head:
-                    call.rawlink(self._on_call_done)
                 return
         self._slots.append(replies.invalid_request(value))
 
@@ -227,7 +225,18 @@ class Session:
         self._slots.append(replies.parse_error(str(exc)))
 
     # -- writing (event-loop callbacks) -----------------------------------------------
+    def _on_done(self, call: Call) -> None:
+        """A call of ours completed: flush once this turn of the loop is over.
+
+        One flush per session per turn, however many of its replies a read from the
+        agent carried, so they leave in one write.
+        """
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.run_callback(self._on_call_done, call)
+
     def _on_call_done(self, call: Call) -> None:
+        self._flush_scheduled = False
         try:
             self._flush()
         except Exception:
@@ -250,16 +259,11 @@ class Session:
                     if call.command in NO_SUCCESS_RESPONSE and self._succeeded(call):
                         slots.popleft()
                         continue
-                    if self._linked is not call:
-                        self._linked = call
-                        call.rawlink(self._on_call_done)
                     break
                 data = self._render(call, client_id)
                 if data is not None:
                     chunks.append(data)
             slots.popleft()
-        self._no_reply_head = bool(slots) and isinstance(slots[0], tuple) and (
-            slots[0][0].command in NO_SUCCESS_RESPONSE)
         if chunks:
             self._write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if self._out:
@@ -273,14 +277,13 @@ class Session:
         """Whether a command that answers nothing on success has succeeded.
 
         The agent runs commands in order: once a call sent after it is answered, it
-        has.  Until then every later call is watched, so that its reply wakes us.
+        has.  Every call reports its completion (``on_done``), so a later reply brings
+        us back here.
         """
-        later = [s[0] for s in islice(self._slots, 1, None) if isinstance(s, tuple)]
+        later = (s[0] for s in islice(self._slots, 1, None) if isinstance(s, tuple))
         if any(c.ready() for c in later):
-            self.channel.abandon(call)
+            self.channel.abandon(call, timed_out=False)
             return True
-        for c in later:
-            c.rawlink(self._on_call_done)
         return False
 
     def _write(self, data: bytes | memoryview) -> None:
