@@ -12,9 +12,9 @@ as the chunk carrying its last byte is fed.  It is made for the guest-agent wire
   newline or 0xFF, reported through ``on_error`` and never held in memory whole.
 * **No quadratic re-scan.**  yajl re-lexes a partial token on every chunk, so a 64 MiB
   string fed in 4 KiB pieces would take minutes.  The decoder frames on newlines (every
-  agent reply ends with one) and gives ijson whole lines; only a short partial line, or
-  one that may just have ended (its last byte is ``}`` or ``]``), is fed early, so values
-  without a trailing newline still arrive at once.
+  agent reply ends with one) and gives ijson whole lines; a partial line is fed early
+  only when it may just have ended (its last byte is ``}`` or ``]``), so values without
+  a trailing newline (the 2011 handshake's events) still arrive at once.
 
 The fast path is one ``send()`` per read; the careful re-parse that locates garbage runs
 only after ijson reports an error.
@@ -46,8 +46,6 @@ BACKEND_NAME: str = getattr(_BACKEND, "backend_name", str(getattr(_BACKEND, "bac
 #: 64 MiB of payload plus room for the reply's envelope: a 48 MiB guest-file-read is a
 #: 64 MiB base64 string inside ``{"return": {"count": …, "buf-b64": "…", "eof": …}}``.
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024 + 64 * 1024
-#: A partial line shorter than this is fed to ijson at once (its re-scan cost is bounded).
-EAGER_BYTES = 64 * 1024
 
 _JSONError = ijson.common.JSONError
 _STRUCT = re.compile(rb'[{}\[\]"]')
@@ -227,10 +225,10 @@ class Decoder:
                 self._discarding = True
                 self._feed_piece(piece)
                 return
+            head: bytes | bytearray
             if self._held:
                 self._held += piece[:nl + 1]
-                head: bytes = bytes(self._held)
-                self._held.clear()
+                head, self._held = self._held, bytearray()  # ijson takes it without a copy
             else:
                 head = piece if nl == len(piece) - 1 else piece[:nl + 1]
             if len(head) + len(self._since) > self.max_size:
@@ -246,14 +244,14 @@ class Decoder:
             self._oversize(pending)
             self._discarding = True
             return
-        if pending <= EAGER_BYTES or _ends_like_value(self._held):
+        if _ends_like_value(self._held):
             held = bytes(self._held)
             self._held.clear()
             self._send(held)
 
-    def _send_checked(self, head: bytes) -> None:
+    def _send_checked(self, head: bytes | bytearray) -> None:
         """Send complete lines, dropping any line longer than the limit."""
-        run: list[bytes] = []
+        run: list[bytes | bytearray] = []
         run_size = len(self._since)
         for line in head.splitlines(keepends=True):
             if run_size + len(line) > self.max_size:
@@ -286,7 +284,7 @@ class Decoder:
                 self.log.exception("on_error callback failed")
 
     # -- parsing --------------------------------------------------------------------
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes | bytearray) -> None:
         out = self._out
         try:
             self._coro.send(data)
@@ -323,7 +321,7 @@ class Decoder:
             except Exception:
                 self.log.exception("on_value callback failed")
 
-    def _recover(self, data: bytes) -> None:
+    def _recover(self, data: bytes | bytearray) -> None:
         """ijson rejected the input: re-parse it carefully, value by value.
 
         Values and garbage are handed on in stream order, so a consumer that answers
