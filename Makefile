@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+BSTAMP := $(VENV)/.installed-bench
 DEBS   := qemu-guest-agent socat
 
 .PHONY: all setup debs test lint demo bench clean
@@ -26,6 +27,10 @@ debs:
 
 setup: $(STAMP) debs
 
+$(BSTAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(BSTAMP)
+
 lint: setup
 	$(VENV)/bin/ruff check qproxy tests
 	$(VENV)/bin/mypy
@@ -36,7 +41,7 @@ test: setup lint
 demo: setup
 	$(PY) -m qproxy demo
 
-bench: setup
+bench: setup $(BSTAMP)
 	$(PY) bench/run.py
 
 clean:
