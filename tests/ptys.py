@@ -28,7 +28,8 @@ import pytest
 from gevent.event import Event
 
 import qproxy
-from peers import BLOCKED_RPCS, qemu_ga_binary, stop_process
+from peers import qemu_ga_binary, stop_process
+from qproxy import testbed
 
 
 def socat_binary() -> str:
@@ -100,9 +101,7 @@ class QemuGa:
         if not self.device.exists():
             pytest.fail(f"cannot start qemu-ga: {self.device} does not exist", pytrace=False)
         proc = subprocess.Popen(
-            [qemu_ga_binary(), "-m", "isa-serial", "-p", str(self.device),
-             "-t", str(self.statedir), "-f", str(self.statedir / "qemu-ga.pid"),
-             "--block-rpcs", BLOCKED_RPCS],
+            testbed.qemu_ga_argv(qemu_ga_binary(), self.device, self.statedir, "isa-serial"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.proc = proc
         time.sleep(0.05)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import shutil
 import signal
@@ -28,12 +27,7 @@ from typing import Any
 import gevent
 from gevent import socket, subprocess
 
-#: Commands a qemu-ga on this machine must never run for a demo.
-BLOCKED_RPCS = ",".join([
-    "guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid",
-    "guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list", "guest-fsfreeze-thaw",
-    "guest-set-time", "guest-set-user-password", "guest-set-vcpus", "guest-set-memory-blocks",
-])
+from .. import testbed
 
 EXAMPLES = """examples:
   qproxy demo
@@ -66,46 +60,21 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def _qemu_ga() -> str | None:
-    found = shutil.which("qemu-ga")
-    if found is None and os.access("/usr/sbin/qemu-ga", os.X_OK):
-        found = "/usr/sbin/qemu-ga"
-    return found
-
-
-def _wait_for_socket(path: Path, proc: subprocess.Popen, what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            output = proc.stdout.read().decode(errors="replace").strip() if proc.stdout else ""
-            raise RuntimeError(f"{what} exited with code {proc.returncode}: {output}")
-        if path.exists():
-            with socket.socket(socket.AF_UNIX) as probe:
-                try:
-                    probe.connect(str(path))
-                    return
-                except OSError:
-                    pass
-        gevent.sleep(0.02)
-    raise RuntimeError(f"{what} did not listen on {path} within {timeout:g} s")
-
-
 @contextlib.contextmanager
-def _process(argv: list[str], what: str) -> Iterator[subprocess.Popen]:
+def _process(argv: list[str]) -> Iterator[subprocess.Popen]:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        testbed.stop_process(proc)
+
+
+def _wait_for_socket(path: Path, proc: subprocess.Popen, what: str) -> None:
+    try:
+        testbed.wait_for_unix_socket(path, proc, what=what, sleep=gevent.sleep)
+    except testbed.PeerError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def _timed(client: str, job: Callable[[], str]) -> Outcome:
@@ -242,23 +211,20 @@ def run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> int:
     agent_sock = tmp / "agent.sock"
     proxy_sock = tmp / "proxy.sock"
-    qemu_ga = None if args.refagent else _qemu_ga()
+    qemu_ga = None if args.refagent else testbed.qemu_ga_binary()
     started = time.perf_counter()
     if qemu_ga is not None:
-        state = tmp / "qga-state"
-        state.mkdir()
-        argv = [qemu_ga, "-m", "unix-listen", "-p", str(agent_sock), "-t", str(state),
-                "-f", str(state / "qemu-ga.pid"), "--block-rpcs", BLOCKED_RPCS]
+        argv = testbed.qemu_ga_argv(qemu_ga, agent_sock, tmp / "qga-state")
         agent_desc = f"qemu-ga ({qemu_ga}, unix-listen; host-changing commands blocked)"
     else:
         argv = [sys.executable, "-m", "qproxy", "agent", "--listen", f"unix:{agent_sock}"]
         agent_desc = ("the reference agent" if args.refagent
                       else "the reference agent (qemu-ga is not installed)")
-    agent = stack.enter_context(_process(argv, "the agent"))
+    agent = stack.enter_context(_process(argv))
     _wait_for_socket(agent_sock, agent, "the agent")
     server = stack.enter_context(_process(
         [sys.executable, "-m", "qproxy", "serve", f"unix:{agent_sock}", "--listen",
-         f"unix:{proxy_sock}", "--quiet"], "qproxy serve"))
+         f"unix:{proxy_sock}", "--quiet"]))
     _wait_for_socket(proxy_sock, server, "qproxy serve")
     setup = time.perf_counter() - started
 
