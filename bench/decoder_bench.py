@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import os
 import time
@@ -72,3 +73,48 @@ def timed(fn: Callable[..., int], *args: Any) -> tuple[int, float]:
     start = time.perf_counter()
     n = fn(*args)
     return n, time.perf_counter() - start
+
+
+def msg_rates(chunks: list[bytes], rounds: int) -> tuple[list[float], list[float]]:
+    """Messages/s of the decoder and of newline framing + json.loads, alternating per round."""
+    dec, base = [], []
+    for _ in range(rounds):
+        n, t = timed(decoder_feed, chunks)
+        dec.append(n / t)
+        n, t = timed(lines_feed, chunks)
+        base.append(n / t)
+    return dec, base
+
+
+def run_decoder(rounds: int) -> dict[str, Any]:
+    """All the decoder rows, ``rounds`` samples each (what ``bench/run.py`` records)."""
+    out: dict[str, Any] = {}
+    stream = small_stream(200_000)
+    chunks = chunked(stream, 65536)
+    dec, base = msg_rates(chunks, rounds)
+    out["small"] = {"messages": 200_000, "bytes": len(stream), "chunk": 65536,
+                    "decoder_msgs_per_s": dec, "lines_json_loads_msgs_per_s": base}
+    # The same replies one per read, as a channel with one call in flight sees them.
+    singles = stream.splitlines(keepends=True)[:100_000]
+    dec, base = msg_rates(singles, rounds)
+    out["small_one_per_read"] = {"messages": len(singles), "decoder_msgs_per_s": dec,
+                                 "lines_json_loads_msgs_per_s": base}
+    del stream, chunks, singles
+    big = big_reply(DEFAULT_MAX_SIZE)
+    loads = []
+    for _ in range(rounds):
+        _, t = timed(whole_loads, big)
+        loads.append(len(big) / t / 1e6)
+    out["big"] = {"bytes": len(big), "json_loads_whole_mb_per_s": loads}
+    for size in (65536, 4096):
+        chunks = chunked(big, size)
+        rates = []
+        for _ in range(rounds):
+            n, t = timed(decoder_feed, chunks)
+            if n != 1:
+                raise RuntimeError(f"the decoder delivered {n} values from one reply")
+            rates.append(len(big) / t / 1e6)
+        out["big"][f"decoder_{size}_mb_per_s"] = rates
+        del chunks
+        gc.collect()
+    return out
