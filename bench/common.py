@@ -1,6 +1,7 @@
 """Shared helpers for the benchmarks: peer processes, raw socket clients, /proc readings.
 
-Nothing here imports qproxy, so the helpers can be used from any worker process.
+Peer processes come from :mod:`qproxy.testbed` (one list of the commands a host's
+qemu-ga must refuse); nothing here waits on gevent.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import json
 import os
 import resource
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,62 +20,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-#: Commands the qemu-ga we start must never run (it runs as root here); as in tests/peers.py.
-BLOCKED_RPCS = ",".join([
-    "guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid",
-    "guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list", "guest-fsfreeze-thaw",
-    "guest-set-time", "guest-set-user-password", "guest-set-vcpus",
-    "guest-set-memory-blocks",
-])
+from qproxy import testbed
+from qproxy.testbed import PeerError, stop_process
 
 PING = b'{"execute":"guest-ping","id":1}\n'
 
 
-class PeerError(RuntimeError):
-    """A peer process could not be started."""
-
-
 # -- processes ------------------------------------------------------------------------
-def qemu_ga_binary() -> str | None:
-    path = shutil.which("qemu-ga")
-    if path is None and os.path.exists("/usr/sbin/qemu-ga"):
-        path = "/usr/sbin/qemu-ga"
-    return path
-
-
 def wait_for_unix_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 15,
                          logfile: Path | None = None) -> None:
     """Wait until something accepts connections on ``path``; raise if ``proc`` dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = logfile.read_text(errors="replace") if logfile and logfile.exists() else ""
-            raise PeerError(f"{' '.join(map(str, proc.args))} exited with "
-                            f"{proc.returncode}: {out.strip()[-500:]}")
-        if path.exists():
-            with socket.socket(socket.AF_UNIX) as s:
-                try:
-                    s.connect(str(path))
-                    return
-                except OSError:
-                    pass
-        time.sleep(0.02)
-    raise PeerError(f"{proc.args[0]} did not listen on {path} within {timeout} s")
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 5) -> None:
-    """SIGTERM, then SIGKILL if it lingers."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdout, proc.stdin, proc.stderr):
-        if stream:
-            with contextlib.suppress(OSError):
-                stream.close()
+    try:
+        testbed.wait_for_unix_socket(path, proc, timeout)
+    except PeerError as exc:
+        out = logfile.read_text(errors="replace") if logfile and logfile.exists() else ""
+        raise PeerError(f"{exc} {out.strip()[-500:]}".strip()) from None
 
 
 @contextlib.contextmanager
@@ -97,14 +56,11 @@ def started(argv: list[str], sock: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def qemu_ga_argv(workdir: Path, sock: Path) -> list[str]:
-    binary = qemu_ga_binary()
+    binary = testbed.qemu_ga_binary()
     if binary is None:
         raise PeerError("qemu-ga is not installed (Debian package qemu-guest-agent; "
                         "'make debs' installs it)")
-    statedir = workdir / "qga-state"
-    statedir.mkdir(exist_ok=True)
-    return [binary, "-m", "unix-listen", "-p", str(sock), "-t", str(statedir),
-            "-f", str(statedir / "qemu-ga.pid"), "--block-rpcs", BLOCKED_RPCS]
+    return testbed.qemu_ga_argv(binary, sock, workdir / "qga-state")
 
 
 def refagent_argv(sock: Path) -> list[str]:
@@ -191,7 +147,7 @@ def machine_info() -> dict[str, Any]:
         from importlib.metadata import version
         info["qemu.qmp"] = version("qemu.qmp")
     with contextlib.suppress(Exception):
-        binary = qemu_ga_binary()
+        binary = testbed.qemu_ga_binary()
         if binary:
             out = subprocess.run([binary, "--version"], capture_output=True, text=True,
                                  timeout=10).stdout

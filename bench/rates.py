@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import common
+import floor
 import qproxy_clients
 from rows import AGENTS, CLIENTS, Client
 
@@ -76,6 +77,8 @@ class Bench:
             calls, secs = common.raw_sequential(path, d)
         elif key == "raw-64":
             calls, secs = common.raw_pipelined(path, d, 64)
+        elif key == "floor-1":
+            calls, secs = floor.floor_rate(path, d)
         elif key == "qmp-legacy":
             assert self.qmp
             calls, secs, cpu = self.qmp.run("legacy", path, d, 1)

@@ -17,6 +17,8 @@ class Client:
 CLIENTS = [
     Client("raw-1", "raw socket, one call at a time", "raw socket", 1),
     Client("raw-64", "raw socket, 64 requests in flight", "raw socket", 64),
+    Client("floor-1", "gevent floor: fd watcher + Waiter + json.loads, one call at a time",
+           "gevent floor", 1),
     Client("qmp-legacy", "qemu.qmp legacy QEMUMonitorProtocol, sequential",
            "qemu.qmp legacy (sync)", 1),
     Client("qmp-async-1", "qemu.qmp QMPClient (asyncio), sequential",
