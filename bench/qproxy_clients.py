@@ -19,10 +19,9 @@ WARMUP = 200
 def connected(path: Path | str, **kwargs: Any) -> Iterator[qproxy.Agent]:
     """``qproxy.connect()`` to a Unix socket; closed on exit, fd included.
 
-    ``Agent.close()`` closes the socket from a hub callback (the transport's
-    ``cancel_waits_close_and_then``), so the fd stays open until the hub next runs.
-    qemu-ga serves one connection at a time, so a blocking client that comes next would
-    wait for ever: yield to the hub once after closing.
+    qemu-ga serves one connection at a time, so the next client must find the fd
+    closed.  ``Agent.close()`` closes it at once when nobody waits on it; the yield
+    after closing covers a close that had to wake a waiting greenlet first.
     """
     agent = qproxy.connect(f"unix:{path}", **kwargs)
     try:
