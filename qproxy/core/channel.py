@@ -20,7 +20,6 @@ is detected on its first id-less reply; the channel then matches replies in orde
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import random
 from collections import deque
@@ -32,9 +31,13 @@ from gevent.event import AsyncResult, Event
 
 from ..errors import ChannelClosed, ConnectFailed, ConnectionLost, ProtocolError, QProxyError
 from ..transports import Transport, transport_for
+from .call import Call
 from .decoder import DEFAULT_MAX_SIZE, Decoder
 from .handshake import SyncMarker, check_handshake, is_stray_parse_error, new_marker
+from .router import Router
 from .stats import ChannelStats
+
+__all__ = ["Call", "Channel", "State"]
 
 
 class State(enum.Enum):
@@ -45,36 +48,6 @@ class State(enum.Enum):
     READY = "ready"
     DISCONNECTED = "disconnected"
     CLOSED = "closed"
-
-
-class Call(AsyncResult):  # type: ignore[misc]
-    """A request in flight: an AsyncResult that receives the agent's whole reply dict."""
-
-    __slots__ = ("abandoned", "cid", "command", "on_done")
-
-    def __init__(self, cid: int, command: str,
-                 on_done: Callable[[Call], None] | None = None) -> None:
-        super().__init__()
-        self.cid = cid
-        self.command = command
-        self.abandoned = False
-        self.on_done = on_done
-
-    def complete(self, reply: dict[str, Any]) -> None:
-        """Deliver the agent's reply."""
-        self.set(reply)
-        if self.on_done is not None:
-            self.on_done(self)
-
-    def fail(self, exc: BaseException) -> None:
-        """Fail the call with ``exc``."""
-        self.set_exception(exc)
-        if self.on_done is not None:
-            self.on_done(self)
-
-
-#: Requests are encoded compactly; non-ASCII is escaped, as every agent can parse that.
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _backoff(attempt: int, base: float, cap: float) -> float:
@@ -115,10 +88,7 @@ class Channel:
         self.stats = ChannelStats()
         self.state = State.CONNECTING
         self.last_error: QProxyError | None = None
-        self.echoes_ids = True
-        self._pending: dict[int, Call] = {}
-        self._heads: dict[str, bytes] = {}
-        self._next_id = 1
+        self.router = Router(self.stats, self.log)
         self._wqueue: deque[bytes] = deque()
         self._writer_busy = False
         self._wake_writer = Event()
@@ -129,7 +99,6 @@ class Channel:
         self._synced = Event()
         self._resyncer: gevent.Greenlet | None = None
         self._resync_again = False
-        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._runner: gevent.Greenlet | None = None
         self._connected_once = False
 
@@ -175,13 +144,21 @@ class Channel:
         self._ready.set()
 
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        """Call ``callback(message)`` for every message that answers no call (events)."""
-        self._subscribers.append(callback)
+        """Call ``callback(message)`` for every message that answers no call (events).
+
+        It runs in the event loop: it must not block.
+        """
+        self.router.subscribers.append(callback)
 
     def unsubscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
         """Stop calling ``callback``."""
-        if callback in self._subscribers:
-            self._subscribers.remove(callback)
+        if callback in self.router.subscribers:
+            self.router.subscribers.remove(callback)
+
+    @property
+    def echoes_ids(self) -> bool:
+        """False once the agent answered a request without its id (replies in order)."""
+        return self.router.echoes_ids
 
     # -- calls ----------------------------------------------------------------------
     def submit(self, request: dict[str, Any],
@@ -193,15 +170,13 @@ class Channel:
         as soon as the call completes, from the event loop (it must not block); it is
         cheaper than ``call.rawlink()`` for code that handles many calls.
         """
-        cid = self._next_id
-        self._next_id = cid + 1
-        call = Call(cid, str(request.get("execute")), on_done)
-        state = self.state
-        if state is State.DISCONNECTED or state is State.CLOSED:
+        call = self.router.new_call(str(request.get("execute")), on_done)
+        if self.state is State.DISCONNECTED or self.state is State.CLOSED:
             call.fail(self._unavailable())
             return call
-        request["id"] = cid
-        self._send_call(call, _encode(request).encode() + b"\n")
+        data = self.router.encode_request(call, request)
+        self.router.add(call)
+        self._enqueue(data)
         return call
 
     def submit_command(self, command: str, arguments: dict[str, Any] | None = None,
@@ -210,29 +185,14 @@ class Channel:
 
         The request is encoded without building a dict, from a cached head per command.
         """
-        cid = self._next_id
-        self._next_id = cid + 1
-        call = Call(cid, command, on_done)
-        state = self.state
-        if state is State.DISCONNECTED or state is State.CLOSED:
+        call = self.router.new_call(command, on_done)
+        if self.state is State.DISCONNECTED or self.state is State.CLOSED:
             call.fail(self._unavailable())
             return call
-        head = self._heads.get(command)
-        if head is None:
-            head = b'{"execute":' + _encode(command).encode()
-            if len(self._heads) < 1024:
-                self._heads[command] = head
-        if arguments is None:
-            data = b'%s,"id":%d}\n' % (head, cid)
-        else:
-            data = b'%s,"arguments":%s,"id":%d}\n' % (head, _encode(arguments).encode(), cid)
-        self._send_call(call, data)
-        return call
-
-    def _send_call(self, call: Call, data: bytes) -> None:
-        self._pending[call.cid] = call
-        self.stats.calls += 1
+        data = self.router.encode_command(call, arguments)
+        self.router.add(call)
         self._enqueue(data)
+        return call
 
     def abandon(self, call: Call, *, timed_out: bool = True) -> None:
         """The caller gave up: drop the late reply when it comes.
@@ -242,19 +202,14 @@ class Channel:
         """
         if call.ready():
             return
-        call.abandoned = True
-        self.stats.abandoned += 1
+        self.router.abandon(call)
         if timed_out:
             self.stats.timeouts += 1
-        if self.echoes_ids:
-            self._pending.pop(call.cid, None)
-            if timed_out:
-                # The agent may be stuck on half a request (an unclosed "{" from line
-                # noise keeps its lexer waiting): a 0xFF re-sync clears that.
-                self._resync_soon("a call timed out; re-synchronising in case the agent "
-                                  "is stuck")
-        else:
-            self._resync_soon("a call timed out while replies are matched in order")
+            # The agent may be stuck on half a request (an unclosed "{" from line noise
+            # keeps its lexer waiting): a 0xFF re-sync clears that.
+            self._resync_soon("a call timed out; re-synchronising in case the agent is stuck")
+        elif not self.router.echoes_ids:
+            self._resync_soon("a call was abandoned while replies are matched in order")
 
     def _unavailable(self) -> ConnectionLost:
         if self.state is State.CLOSED:
@@ -311,55 +266,18 @@ class Channel:
             else:
                 self.stats.discarded += 1
             return
-        if "id" in value:
-            try:
-                call = self._pending.pop(value["id"], None)
-            except TypeError:  # an unhashable id is nobody's
-                call = None
-            if call is None:
-                self.stats.late_replies += 1
-                if self.log.isEnabledFor(logging.DEBUG):
-                    self.log.debug("dropping a reply nobody waits for: %.200r", value)
+        if "id" not in value:
+            marker = self._marker
+            if marker is not None and marker.matches(value, self._saw_ff):
+                self._synced.set()
                 return
-            self.stats.replies += 1
-            call.complete(value)
-            return
-        self._on_idless(value)
-
-    def _on_idless(self, value: dict[str, Any]) -> None:
-        marker = self._marker
-        if marker is not None and marker.matches(value, self._saw_ff):
-            self._synced.set()
-            return
-        if is_stray_parse_error(value):
-            self.stats.discarded += 1
-            self.log.debug("agent reported a parse error: %s", value["error"].get("desc"))
-            if marker is None:
-                self._resync_soon("the agent could not parse what it received")
-            return
-        if "return" not in value and "error" not in value:
-            self.stats.events += 1
-            for callback in list(self._subscribers):
-                try:
-                    callback(value)
-                except Exception:
-                    self.log.exception("event subscriber failed")
-            return
-        if not self._pending:
-            self.stats.late_replies += 1
-            self.log.debug("dropping an id-less reply nobody waits for: %.200r", value)
-            return
-        if self.echoes_ids:
-            self.echoes_ids = False
-            self.log.warning("the agent does not echo request ids; matching replies in order")
-        cid = next(iter(self._pending))
-        call = self._pending.pop(cid)
-        if call.abandoned:
-            self.stats.late_replies += 1
-            return
-        self.stats.replies += 1
-        value["id"] = cid
-        call.complete(value)
+            if is_stray_parse_error(value):
+                self.stats.discarded += 1
+                self.log.debug("agent reported a parse error: %s", value["error"].get("desc"))
+                if marker is None:
+                    self._resync_soon("the agent could not parse what it received")
+                return
+        self.router.route(value)
 
     def _on_reset(self) -> None:
         self._saw_ff = True
@@ -420,7 +338,7 @@ class Channel:
             while self.state is State.READY:
                 marker = new_marker(handshake)
                 assert marker is not None
-                boundary = self._next_id
+                boundary = self.router.next_id
                 self._marker = marker
                 self._saw_ff = False
                 self._synced.clear()
@@ -428,7 +346,7 @@ class Channel:
                 self._enqueue(marker.payload)
                 wait = min(self.backoff_cap, self.sync_timeout * (2 ** min(attempt, 10)))
                 if self._synced.wait(wait):
-                    self._fail_lost(boundary)
+                    self.router.fail_lost(boundary)
                     if not self._resync_again:
                         return
                     self._resync_again = False
@@ -438,16 +356,6 @@ class Channel:
         finally:
             self._marker = None
             self._resyncer = None
-
-    def _fail_lost(self, boundary: int) -> None:
-        lost = [cid for cid in self._pending if cid < boundary]
-        for cid in lost:
-            call = self._pending.pop(cid)
-            if not call.abandoned and not call.ready():
-                self.stats.lost_replies += 1
-                call.fail(ConnectionLost(
-                    f"the reply to {call.command!r} was lost (garbled on the line; "
-                    "the channel re-synchronised)"))
 
     # -- the connection manager -------------------------------------------------------
     def _run(self) -> None:
@@ -498,7 +406,7 @@ class Channel:
         decoder = Decoder(self._on_value, max_size=self.max_message_size,
                           on_reset=self._on_reset, on_error=self._on_protocol_error,
                           objects_only=True, logger=self.log)
-        self.echoes_ids = True
+        self.router.echoes_ids = True
         ended: AsyncResult = AsyncResult()
         stats = self.stats
         feed = decoder.feed
@@ -536,9 +444,5 @@ class Channel:
             self._marker = None
 
     def _fail_all(self, exc: ConnectionLost) -> None:
-        pending = list(self._pending.values())
-        self._pending.clear()
         self._wqueue.clear()
-        for call in pending:
-            if not call.ready():
-                call.fail(type(exc)(str(exc)))
+        self.router.fail_all(exc)
