@@ -33,9 +33,10 @@ from ..errors import ChannelClosed, ConnectFailed, ConnectionLost, ProtocolError
 from ..transports import Transport, transport_for
 from .call import Call
 from .decoder import DEFAULT_MAX_SIZE, Decoder
-from .handshake import SyncMarker, check_handshake, is_stray_parse_error, new_marker
+from .handshake import check_handshake, is_stray_parse_error
 from .router import Router
 from .stats import ChannelStats
+from .sync import Synchronizer
 
 __all__ = ["Call", "Channel", "State"]
 
@@ -94,11 +95,10 @@ class Channel:
         self._wake_writer = Event()
         self._ready = Event()
         self._transport: Transport | None = None
-        self._marker: SyncMarker | None = None
-        self._saw_ff = False
-        self._synced = Event()
-        self._resyncer: gevent.Greenlet | None = None
-        self._resync_again = False
+        self.sync = Synchronizer(self.handshake, router=self.router, stats=self.stats,
+                                 log=self.log, enqueue=self._enqueue,
+                                 is_ready=lambda: self.state is State.READY,
+                                 first_wait=sync_timeout, max_wait=backoff_cap)
         self._runner: gevent.Greenlet | None = None
         self._connected_once = False
 
@@ -207,9 +207,9 @@ class Channel:
             self.stats.timeouts += 1
             # The agent may be stuck on half a request (an unclosed "{" from line noise
             # keeps its lexer waiting): a 0xFF re-sync clears that.
-            self._resync_soon("a call timed out; re-synchronising in case the agent is stuck")
+            self.sync.resync_soon("a call timed out; re-synchronising in case the agent is stuck")
         elif not self.router.echoes_ids:
-            self._resync_soon("a call was abandoned while replies are matched in order")
+            self.sync.resync_soon("a call was abandoned while replies are matched in order")
 
     def _unavailable(self) -> ConnectionLost:
         if self.state is State.CLOSED:
@@ -260,102 +260,24 @@ class Channel:
             self.log.warning("ignoring a message that is not an object: %.200r", value)
             return
         if self.state is not State.READY:
-            marker = self._marker
-            if marker is not None and marker.matches(value, self._saw_ff):
-                self._synced.set()
-            else:
+            if not self.sync.answers(value):
                 self.stats.discarded += 1
             return
         if "id" not in value:
-            marker = self._marker
-            if marker is not None and marker.matches(value, self._saw_ff):
-                self._synced.set()
+            if self.sync.answers(value):
                 return
             if is_stray_parse_error(value):
                 self.stats.discarded += 1
                 self.log.debug("agent reported a parse error: %s", value["error"].get("desc"))
-                if marker is None:
-                    self._resync_soon("the agent could not parse what it received")
+                if self.sync.marker is None:  # not the answer to our own 0xFF
+                    self.sync.resync_soon("the agent could not parse what it received")
                 return
         self.router.route(value)
-
-    def _on_reset(self) -> None:
-        self._saw_ff = True
 
     def _on_protocol_error(self, exc: ProtocolError) -> None:
         self.stats.protocol_errors += 1
         self.log.warning("protocol error from the agent: %s", exc)
-        self._resync_soon(str(exc))
-
-
-    # -- sync -----------------------------------------------------------------------
-    def _sync(self, transport: Transport) -> bool:
-        """Run the handshake until the agent answers (retrying with growing waits).
-
-        Returns False if the transport broke first.
-        """
-        attempt = 0
-        while True:
-            marker = new_marker(self.handshake)
-            if marker is None:
-                return True
-            self._marker = marker
-            self._saw_ff = False
-            self._synced.clear()
-            self.stats.syncs += 1
-            try:
-                transport.write(marker.payload)
-            except ConnectionLost:
-                return False
-            self.stats.bytes_out += len(marker.payload)
-            wait = min(self.backoff_cap, self.sync_timeout * (2 ** min(attempt, 10)))
-            if self._synced.wait(wait):
-                self._marker = None
-                return True
-            attempt += 1
-            self.log.info("no answer to %s after %.1f s; retrying", self.handshake, wait)
-
-    def _resync_soon(self, why: str) -> None:
-        """Re-synchronise in band: a reply may have been lost or misread."""
-        if self.state is not State.READY:
-            return
-        if self._resyncer is not None:
-            # The garbage may have eaten replies sent after the marker in flight.
-            self._resync_again = True
-            return
-        self.log.info("re-synchronising with the agent: %s", why)
-        self._resyncer = gevent.spawn(self._inband_resync)
-
-    def _inband_resync(self) -> None:
-        """Send sync markers through the write queue until one is answered.
-
-        The agent answers in order, so a call sent before the answered marker that has
-        no reply by then has lost it: it fails now instead of waiting for its timeout.
-        """
-        handshake = self.handshake if self.handshake != "none" else "sync-delimited"
-        attempt = 0
-        try:
-            while self.state is State.READY:
-                marker = new_marker(handshake)
-                assert marker is not None
-                boundary = self.router.next_id
-                self._marker = marker
-                self._saw_ff = False
-                self._synced.clear()
-                self.stats.syncs += 1
-                self._enqueue(marker.payload)
-                wait = min(self.backoff_cap, self.sync_timeout * (2 ** min(attempt, 10)))
-                if self._synced.wait(wait):
-                    self.router.fail_lost(boundary)
-                    if not self._resync_again:
-                        return
-                    self._resync_again = False
-                    attempt = 0
-                    continue
-                attempt += 1
-        finally:
-            self._marker = None
-            self._resyncer = None
+        self.sync.resync_soon(str(exc))
 
     # -- the connection manager -------------------------------------------------------
     def _run(self) -> None:
@@ -404,9 +326,9 @@ class Channel:
         self._transport = transport
         self.state = State.SYNCING
         decoder = Decoder(self._on_value, max_size=self.max_message_size,
-                          on_reset=self._on_reset, on_error=self._on_protocol_error,
+                          on_reset=self.sync.on_reset, on_error=self._on_protocol_error,
                           objects_only=True, logger=self.log)
-        self.router.echoes_ids = True
+        self.router.new_connection()
         ended: AsyncResult = AsyncResult()
         stats = self.stats
         feed = decoder.feed
@@ -421,7 +343,7 @@ class Channel:
 
         transport.start_reading(on_data, on_end)
         writer = gevent.spawn(self._write_loop, transport)
-        syncer = gevent.spawn(self._sync, transport)
+        syncer = gevent.spawn(self.sync.handshake_on, transport)
         try:
             gevent.wait([ended, syncer], count=1)
             if syncer.successful() and syncer.value and not ended.ready():
@@ -436,12 +358,10 @@ class Channel:
             return (str(ended.get()) if ended.ready() else "closed"), False
         finally:
             syncer.kill(block=False)
-            if self._resyncer is not None:
-                self._resyncer.kill(block=False)
+            self.sync.stop()
             writer.kill(block=False)
             transport.close()
             self._transport = None
-            self._marker = None
 
     def _fail_all(self, exc: ConnectionLost) -> None:
         self._wqueue.clear()

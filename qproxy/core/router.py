@@ -27,8 +27,17 @@ class Router:
         self.pending: dict[int, Call] = {}  # in send order (FIFO matching relies on it)
         self.next_id = 1
         self.echoes_ids = True
+        # Until a reply has come back with its id, an agent that echoes none is still
+        # possible: abandoned calls then keep their place, so that order matching
+        # consumes their replies instead of handing them to the next call.
+        self.ids_confirmed = False
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._heads: dict[str, bytes] = {}
+
+    def new_connection(self) -> None:
+        """A new connection (perhaps another agent): learn again whether it echoes ids."""
+        self.echoes_ids = True
+        self.ids_confirmed = False
 
     # -- requests -------------------------------------------------------------------
     def new_call(self, command: str, on_done: Callable[[Call], None] | None) -> Call:
@@ -63,9 +72,9 @@ class Router:
         """Nobody waits for ``call`` any more; its late reply will be dropped."""
         call.abandoned = True
         self.stats.abandoned += 1
-        if self.echoes_ids:
+        if self.echoes_ids and self.ids_confirmed:
             self.pending.pop(call.cid, None)
-        # In order-matching mode the entry stays: its reply must still be consumed.
+        # Otherwise the entry stays: in order matching its reply must still be consumed.
 
     # -- replies --------------------------------------------------------------------
     def route(self, value: dict[str, Any]) -> None:
@@ -75,11 +84,12 @@ class Router:
                 call = self.pending.pop(value["id"], None)
             except TypeError:  # an unhashable id is nobody's
                 call = None
-            if call is None:
+            if call is None or call.abandoned:
                 self.stats.late_replies += 1
                 if self.log.isEnabledFor(logging.DEBUG):
                     self.log.debug("dropping a reply nobody waits for: %.200r", value)
                 return
+            self.ids_confirmed = True
             self.stats.replies += 1
             call.complete(value)
             return
