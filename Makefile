@@ -11,7 +11,11 @@ DEBS   := qemu-guest-agent socat
 all: test
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3 -m venv failed: installing Debian's python3-venv"; \
+	  [ "$$(id -u)" = 0 ] || { echo "run as root (or install python3-venv)" >&2; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+	  $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -c "import ijson, sys; b = ijson.get_backend('yajl2_c'); print('ijson backend:', b.backend_name)"

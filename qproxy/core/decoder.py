@@ -31,29 +31,19 @@ from typing import Any
 import ijson
 
 from ..errors import MessageTooLarge, ProtocolError
+from .parser import BACKEND_NAME, new_parser
+from .salvage import Garbage, salvage, value_end
 
-try:
-    _BACKEND: Any = ijson.get_backend("yajl2_c")
-except ImportError:  # pragma: no cover - depends on the installed wheel
-    _BACKEND = ijson
-    logging.getLogger("qproxy").warning(
-        "ijson's yajl2_c backend is missing; decoding falls back to %s and is much slower",
-        ijson.backend)
-
-#: The ijson backend in use ("yajl2_c" when all is well).
-BACKEND_NAME: str = getattr(_BACKEND, "backend_name", str(getattr(_BACKEND, "backend", "?")))
+__all__ = ["BACKEND_NAME", "DEFAULT_MAX_SIZE", "Decoder", "DecoderStats", "value_end"]
 
 #: 64 MiB of payload plus room for the reply's envelope: a 48 MiB guest-file-read is a
 #: 64 MiB base64 string inside ``{"return": {"count": …, "buf-b64": "…", "eof": …}}``.
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024 + 64 * 1024
 
 _JSONError = ijson.common.JSONError
-_STRUCT = re.compile(rb'[{}\[\]"]')
-_IN_STRING = re.compile(rb'["\\\n]')
 _VALUE_START = re.compile(rb"[{\[]")
 _OBJECT_START = re.compile(rb"{")
 _WS = b" \t\r\n"
-_CORRUPT = -1
 
 
 @dataclass
@@ -67,52 +57,12 @@ class DecoderStats:
     oversize: int = 0
 
 
-def _new_coro(out: Any) -> Any:
-    return _BACKEND.items_coro(out, "", multiple_values=True, use_float=True)
+_new_coro = new_parser
 
 
 def _ends_like_value(data: bytes | bytearray) -> bool:
     tail = bytes(data[-16:]).rstrip(_WS)
     return tail.endswith((b"}", b"]"))
-
-
-def value_end(buf: bytes, pos: int) -> int | None:
-    """End offset of the container value starting at ``buf[pos]`` (``{`` or ``[``).
-
-    Returns ``None`` when the value is not complete yet and ``-1`` when a raw newline
-    inside a string shows that the bytes are corrupt.  Brackets are counted, strings
-    skipped; whether the value is well-formed is left to the parser.
-    """
-    depth = 0
-    i = pos
-    while True:
-        m = _STRUCT.search(buf, i)
-        if m is None:
-            return None
-        c = buf[m.start()]
-        if c == 0x22:  # '"'
-            j = m.end()
-            while True:
-                s = _IN_STRING.search(buf, j)
-                if s is None:
-                    return None
-                sc = buf[s.start()]
-                if sc == 0x5C:  # backslash escapes the next byte
-                    j = s.start() + 2
-                    continue
-                if sc == 0x0A:
-                    return _CORRUPT
-                j = s.end()
-                break
-            i = j
-        elif c in (0x7B, 0x5B):
-            depth += 1
-            i = m.end()
-        else:
-            depth -= 1
-            i = m.end()
-            if depth <= 0:
-                return i
 
 
 class Decoder:
@@ -334,8 +284,13 @@ class Decoder:
         self._since_values = 0
         self._out.clear()
         self._coro = _new_coro(self._out)
-        for item in self._salvage(buf):
-            if isinstance(item, _Garbage):
+        items, tail = salvage(buf, self._start)
+        if tail is not None:
+            # An unfinished value, well-formed so far: the live parser goes on with it.
+            self._coro.send(buf[tail:])
+            self._since += buf[tail:]
+        for item in items:
+            if isinstance(item, Garbage):
                 self.stats.garbage_bytes += item.size
                 self.log.warning("skipped %d bytes that are not JSON (near %r)",
                                  item.size, buf[item.pos:item.pos + 60])
@@ -344,67 +299,3 @@ class Decoder:
                 skip -= 1
             else:
                 self._emit([item])
-
-    def _salvage(self, buf: bytes) -> list[Any]:
-        """Every well-formed value in ``buf`` and every garbage run, in stream order.
-
-        An unfinished last value is left in the live parser.
-        """
-        items: list[Any] = []
-
-        def garbage(pos: int, size: int) -> None:
-            if size <= 0:
-                return
-            if items and isinstance(items[-1], _Garbage):
-                items[-1].size += size
-            else:
-                items.append(_Garbage(pos, size))
-
-        pos = 0
-        n = len(buf)
-        while pos < n:
-            m = self._start.search(buf, pos)
-            start = m.start() if m else n
-            garbage(pos, len(buf[pos:start].strip(_WS)))
-            if m is None:
-                break
-            end = value_end(buf, start)
-            if end is None:
-                # Unfinished: hand it to the live parser if it is well-formed so far.
-                try:
-                    self._coro.send(buf[start:])
-                except _JSONError:
-                    self._out.clear()
-                    self._coro = _new_coro(self._out)
-                    garbage(start, 1)
-                    pos = start + 1
-                    continue
-                items.extend(self._out)
-                self._out.clear()
-                self._since += buf[start:]
-                return items
-            if end == _CORRUPT:
-                garbage(start, 1)
-                pos = start + 1
-                continue
-            out: Any = ijson.sendable_list()
-            coro = _new_coro(out)
-            try:
-                coro.send(buf[start:end])
-            except _JSONError:
-                garbage(start, 1)
-                pos = start + 1
-                continue
-            items.extend(out)
-            pos = end
-        return items
-
-
-class _Garbage:
-    """A run of bytes that are not JSON, found by the careful re-parse."""
-
-    __slots__ = ("pos", "size")
-
-    def __init__(self, pos: int, size: int) -> None:
-        self.pos = pos
-        self.size = size

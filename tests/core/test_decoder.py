@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qproxy.core.decoder import BACKEND_NAME, Decoder, value_end
+from qproxy.core.decoder import BACKEND_NAME, Decoder
 from qproxy.errors import MessageTooLarge, ProtocolError
 
 # A stream as qemu-ga 7.2 sends it after a client's 0xFF + guest-sync-delimited, then a few
@@ -229,13 +229,6 @@ def test_callback_errors_do_not_kill_the_stream() -> None:
     d = Decoder(fragile)
     d.feed(b"1\n2\n")
     assert seen == [1, 2]
-
-
-def test_value_end_scanner() -> None:
-    buf = b'{"a": "}\\"{", "b": [1, {"c": "]"}]} tail'
-    assert buf[: value_end(buf, 0)] == b'{"a": "}\\"{", "b": [1, {"c": "]"}]}'
-    assert value_end(b'{"a": [1, 2', 0) is None
-    assert value_end(b'{"a": "x\ny"}', 0) == -1
 
 
 json_values = st.recursive(
