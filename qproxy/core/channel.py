@@ -171,12 +171,8 @@ class Channel:
         cheaper than ``call.rawlink()`` for code that handles many calls.
         """
         call = self.router.new_call(str(request.get("execute")), on_done)
-        if self.state is State.DISCONNECTED or self.state is State.CLOSED:
-            call.fail(self._unavailable())
-            return call
-        data = self.router.encode_request(call, request)
-        self.router.add(call)
-        self._enqueue(data)
+        if self._accepts(call):
+            self._launch(call, self.router.encode_request(call, request))
         return call
 
     def submit_command(self, command: str, arguments: dict[str, Any] | None = None,
@@ -186,13 +182,20 @@ class Channel:
         The request is encoded without building a dict, from a cached head per command.
         """
         call = self.router.new_call(command, on_done)
+        if self._accepts(call):
+            self._launch(call, self.router.encode_command(call, arguments))
+        return call
+
+    def _accepts(self, call: Call) -> bool:
+        """False (and the call failed) while no connection is coming."""
         if self.state is State.DISCONNECTED or self.state is State.CLOSED:
             call.fail(self._unavailable())
-            return call
-        data = self.router.encode_command(call, arguments)
+            return False
+        return True
+
+    def _launch(self, call: Call, data: bytes) -> None:
         self.router.add(call)
         self._enqueue(data)
-        return call
 
     def abandon(self, call: Call, *, timed_out: bool = True) -> None:
         """The caller gave up: drop the late reply when it comes.
