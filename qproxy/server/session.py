@@ -43,6 +43,7 @@ from ..core.channel import Call, Channel
 from ..core.decoder import DEFAULT_MAX_SIZE, Decoder
 from ..errors import ConnectionLost, MessageTooLarge, ProtocolError
 from . import replies
+from .handles import TRACKED, FileHandles
 from .replies import NO_ID, NO_SUCCESS_RESPONSE
 
 log = logging.getLogger("qproxy.server.session")
@@ -106,6 +107,7 @@ class Session:
         self._ended = Event()    # reading is over
         self._drained = Event()  # nothing left to write (while finishing)
         self._hurry = Event()    # shutdown() moved the deadline
+        self._handles = FileHandles(channel, name)
         self._decoder = Decoder(self._on_value, max_size=max_message_size,
                                 on_reset=self._on_reset, on_error=self._on_error,
                                 logger=_input_log)
@@ -202,7 +204,15 @@ class Session:
                     if local is not None:
                         self._slots.append(local)
                         return
-                call = self.channel.submit(value, self._on_done)
+                if command in TRACKED:
+                    refused = self._handles.refuse(command, value)
+                    if refused is not None:
+                        self._slots.append(replies.error("GenericError", refused, client_id))
+                        return
+                    call = self.channel.submit(value, self._on_done)
+                    self._handles.sent(command, value, call)
+                else:
+                    call = self.channel.submit(value, self._on_done)
                 self._slots.append((call, client_id))
                 return
         self._slots.append(replies.invalid_request(value))
@@ -231,6 +241,8 @@ class Session:
         One flush per session per turn, however many of its replies a read from the
         agent carried, so they leave in one write.
         """
+        if call.command in TRACKED:
+            self._handles.answered(call)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.run_callback(self._on_call_done, call)
@@ -369,10 +381,15 @@ class Session:
 
     def _abandon_rest(self) -> None:
         abandon = self.channel.abandon
+        opening: list[Call] = []
         for slot in self._slots:
             if isinstance(slot, tuple) and not slot[0].ready():
-                abandon(slot[0], timed_out=False)
+                if slot[0].command == "guest-file-open":
+                    opening.append(slot[0])  # its handle must be closed when it comes
+                else:
+                    abandon(slot[0], timed_out=False)
         self._slots.clear()
+        self._handles.release(opening)
 
     def _stop_watchers(self) -> None:
         self._reading = False
