@@ -8,17 +8,22 @@ connection and run concurrently.
 from __future__ import annotations
 
 import logging
+import random
 from types import TracebackType
 from typing import Any, Final
 
+import gevent
 from gevent import getcurrent
 from gevent.event import AsyncResult
 from gevent.hub import Waiter, get_hub
 
 from .core.channel import Call, Channel, State
+from .core.commands import NO_SUCCESS_RESPONSE
 from .core.decoder import DEFAULT_MAX_SIZE
-from .errors import AgentError, CallTimeout
+from .errors import AgentError, CallTimeout, ConnectionLost
 from .transports import Transport
+
+log = logging.getLogger("qproxy.api")
 
 #: Default seconds a call waits for its reply.
 DEFAULT_TIMEOUT: Final = 30.0
@@ -54,6 +59,8 @@ class Agent:
     def __init__(self, channel: Channel, default_timeout: float | None = DEFAULT_TIMEOUT) -> None:
         self.channel = channel
         self.default_timeout = default_timeout
+        #: Commands that answer nothing on success; :meth:`info` adds what the agent lists.
+        self.no_reply: set[str] = set(NO_SUCCESS_RESPONSE)
 
     @property
     def url(self) -> str:
@@ -70,12 +77,18 @@ class Agent:
         """Run ``command`` and return its ``return`` value.
 
         Blocks the calling greenlet only.  ``timeout`` is in seconds (``None`` waits for
-        ever; by default ``default_timeout``).  Raises :class:`~qproxy.errors.AgentError`
-        if the agent answers with an error, :class:`~qproxy.errors.CallTimeout` if no
-        reply comes in time, and :class:`~qproxy.errors.ConnectionLost` if the
-        connection breaks first.
+        ever; by default ``default_timeout``).  Commands that answer nothing on success
+        (``guest-shutdown``, ``guest-suspend-*``, and any that :meth:`info` reports with
+        ``success-response: false``) return ``None`` once the agent has answered a
+        ``guest-sync`` sent after them, or the connection closed.
+
+        Raises :class:`~qproxy.errors.AgentError` if the agent answers with an error,
+        :class:`~qproxy.errors.CallTimeout` if no reply comes in time, and
+        :class:`~qproxy.errors.ConnectionLost` if the connection breaks first.
         """
         limit = self.default_timeout if isinstance(timeout, _Default) else timeout
+        if command in self.no_reply:
+            return self._call_without_reply(command, arguments, limit)
         wake = _Wakeup()
         pending = self.channel.submit_command(command, arguments, wake)
         if not pending.ready():
@@ -97,6 +110,33 @@ class Agent:
                 self.channel.abandon(pending)
                 raise CallTimeout(command, limit if limit is not None else 0.0)
         return unwrap_reply(pending.get(block=False), command)
+
+    def _call_without_reply(self, command: str, arguments: dict[str, Any] | None,
+                            limit: float | None) -> None:
+        """A command that answers nothing on success (``guest-shutdown``, suspend).
+
+        A ``guest-sync`` probe follows it; the agent runs commands in order, so the
+        probe's answer (with no error for the command before it) means it succeeded.
+        If the connection drops first, the guest went down as asked.
+        """
+        channel = self.channel
+        pending = channel.submit_command(command, arguments)
+        probe = channel.submit_command("guest-sync", {"id": random.randint(1, 2**31 - 1)})
+        gevent.wait([pending, probe], timeout=limit, count=1)
+        if pending.ready():
+            if not pending.successful() and isinstance(pending.exception, ConnectionLost):
+                log.info("the connection closed after %s: taking it as done", command)
+                return None
+            unwrap_reply(pending.get(block=False), command)  # an error raises here
+            return None
+        if probe.ready():
+            channel.abandon(pending, timed_out=False)
+            if not probe.successful() and not isinstance(probe.exception, ConnectionLost):
+                probe.get(block=False)
+            return None
+        channel.abandon(pending)
+        channel.abandon(probe, timed_out=False)
+        raise CallTimeout(command, limit if limit is not None else 0.0)
 
     def call_async(self, command: str, arguments: dict[str, Any] | None = None) -> AsyncResult:
         """Send ``command`` and return an ``AsyncResult`` for its ``return`` value.
@@ -123,8 +163,14 @@ class Agent:
         self.call("guest-ping", timeout=timeout)
 
     def info(self, timeout: float | _Default | None = DEFAULT) -> dict[str, Any]:
-        """``guest-info``: the agent's version and commands."""
+        """``guest-info``: the agent's version and commands.
+
+        Also learns which commands answer nothing on success (``success-response``).
+        """
         result: dict[str, Any] = self.call("guest-info", timeout=timeout)
+        for entry in result.get("supported_commands", ()):
+            if isinstance(entry, dict) and entry.get("success-response") is False:
+                self.no_reply.add(str(entry.get("name")))
         return result
 
     def close(self) -> None:

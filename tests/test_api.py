@@ -257,3 +257,29 @@ def test_plain_script_without_gevent_knowledge(refagent_socket: Path, tmp_path: 
                          timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["42", "{'hello': 'world'}"]
+
+
+@pytest.mark.timeout(30)
+def test_commands_without_a_success_reply(refagent_socket: Path) -> None:
+    with qproxy.connect(f"unix:{refagent_socket}") as agent:
+        assert "qproxy-noreply" not in agent.no_reply
+        agent.info()  # guest-info lists success-response: false for it
+        assert "qproxy-noreply" in agent.no_reply
+        # Returns as soon as a guest-sync sent after it is answered, not at the timeout.
+        assert agent.call("qproxy-noreply", timeout=20) is None
+        with pytest.raises(qproxy.AgentError) as err:
+            agent.call("qproxy-noreply", {"fail": True}, timeout=20)
+        assert "qproxy-noreply" in err.value.desc
+        assert agent.call("guest-ping") == {}
+        assert agent.channel.stats.timeouts == 0
+
+
+@pytest.mark.timeout(30)
+def test_guest_shutdown_error_comes_back_through_the_no_reply_path(qga_socket: Path) -> None:
+    """qemu-ga here blocks guest-shutdown: its error must still reach the caller."""
+    with qproxy.connect(f"unix:{qga_socket}") as agent:
+        assert "guest-shutdown" in agent.no_reply
+        with pytest.raises(qproxy.AgentError) as err:
+            agent.call("guest-shutdown", {"mode": "powerdown"}, timeout=20)
+        assert err.value.error_class == "CommandNotFound"
+        assert "disabled" in err.value.desc

@@ -83,6 +83,12 @@ def _blob(args: dict[str, Any]) -> dict[str, Any]:
     return {"size": size, "data": "x" * size}
 
 
+def _noreply(args: dict[str, Any]) -> None:
+    """Like guest-shutdown: no reply on success, an error if asked to fail."""
+    if args.get("fail"):
+        raise CommandError("GenericError", "failure requested by qproxy-noreply")
+
+
 def _fail(args: dict[str, Any]) -> None:
     raise CommandError(str(args.get("class", "GenericError")),
                        str(args.get("desc", "failure requested by qproxy-fail")))
@@ -99,6 +105,7 @@ def build_commands(extra: list[Command] | None = None) -> dict[str, Command]:
         Command("qproxy-sleep", _sleep),
         Command("qproxy-blob", _blob),
         Command("qproxy-fail", _fail),
+        Command("qproxy-noreply", _noreply, success_response=False),
     ]
     commands = {c.name: c for c in table + (extra or [])}
 

@@ -12,12 +12,6 @@ from typing import Any, Final
 #: A client's request had no ``id``: its reply must have none either.
 NO_ID: Final[Any] = object()
 
-#: Commands that answer nothing on success (``'success-response': false`` in qemu-ga's
-#: schema); a later reply from the agent proves they succeeded.
-NO_SUCCESS_RESPONSE: Final = frozenset({
-    "guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid",
-})
-
 _encode = json.JSONEncoder(separators=(", ", ": ")).encode
 
 #: What qemu-ga answers after reading 0xFF: one parse error that carries no id.

@@ -40,11 +40,12 @@ from gevent.event import Event
 from gevent.hub import get_hub
 
 from ..core.channel import Call, Channel
+from ..core.commands import NO_SUCCESS_RESPONSE, SYNC_COMMANDS
 from ..core.decoder import DEFAULT_MAX_SIZE, Decoder
 from ..errors import ConnectionLost, MessageTooLarge, ProtocolError
 from . import replies
 from .handles import TRACKED, FileHandles
-from .replies import NO_ID, NO_SUCCESS_RESPONSE
+from .replies import NO_ID
 
 log = logging.getLogger("qproxy.server.session")
 #: Where the decoder reports what clients send that is not JSON.
@@ -57,7 +58,6 @@ DEFAULT_MAX_IN_FLIGHT: Final = 1024
 #: Seconds a half-closed client is still served its pending replies.
 DEFAULT_LINGER: Final = 30.0
 
-_SYNC_COMMANDS: Final = frozenset({"guest-sync", "guest-sync-delimited"})
 _SHUTDOWN_DESC: Final = ("the server is shutting down; no reply came in time (the command "
                          "may still run in the guest)")
 
@@ -199,7 +199,7 @@ class Session:
             command = value.get("execute")
             if type(command) is str:
                 client_id = value.pop("id", NO_ID)
-                if command in _SYNC_COMMANDS:
+                if command in SYNC_COMMANDS:
                     local = replies.sync_reply(command, value, client_id)
                     if local is not None:
                         self._slots.append(local)

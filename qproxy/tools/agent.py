@@ -22,7 +22,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("agent", help="run the reference guest agent",
                        description="Serve a small guest agent (guest-ping, guest-sync, "
                                    "guest-sync-delimited, guest-info, qproxy-echo, "
-                                   "qproxy-sleep, qproxy-blob, qproxy-fail).",
+                                   "qproxy-sleep, qproxy-blob, qproxy-fail, "
+                                   "qproxy-noreply).",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--listen", required=True, metavar="URL",
                    help="where to listen: unix:PATH or tcp:HOST:PORT")
