@@ -283,3 +283,40 @@ def test_guest_shutdown_error_comes_back_through_the_no_reply_path(qga_socket: P
             agent.call("guest-shutdown", {"mode": "powerdown"}, timeout=20)
         assert err.value.error_class == "CommandNotFound"
         assert "disabled" in err.value.desc
+
+
+@pytest.mark.timeout(30)
+def test_close_wakes_a_blocked_call(refagent_socket: Path) -> None:
+    agent = qproxy.connect(f"unix:{refagent_socket}")
+    blocked = gevent.spawn(agent.call, "qproxy-sleep", {"seconds": 10})
+    gevent.sleep(0.1)
+    agent.close()
+    with pytest.raises(qproxy.ChannelClosed):
+        blocked.get(timeout=5)
+
+
+@pytest.mark.timeout(60)
+def test_timeouts_mixed_with_calls_never_misroute(refagent_socket: Path) -> None:
+    """Many greenlets; some calls time out (late replies, re-syncs), the rest must be exact."""
+    with qproxy.connect(f"unix:{refagent_socket}") as agent:
+        def session(n: int) -> tuple[int, int]:
+            ok = timeouts = 0
+            for i in range(15):
+                if (n + i) % 5 == 0:
+                    try:
+                        agent.call("qproxy-sleep", {"seconds": 0.02}, timeout=0.005)
+                    except qproxy.CallTimeout:
+                        timeouts += 1
+                    continue
+                token = {"n": n, "i": i}
+                assert agent.call("qproxy-echo", token, timeout=20) == token
+                ok += 1
+            return ok, timeouts
+
+        jobs = [gevent.spawn(session, n) for n in range(100)]
+        gevent.joinall(jobs, raise_error=True)
+        assert sum(j.value[0] for j in jobs) == 1200
+        assert sum(j.value[1] for j in jobs) > 0
+        stats = agent.channel.stats
+        assert stats.late_replies >= 1
+        assert agent.call("guest-ping") == {}

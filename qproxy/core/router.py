@@ -96,6 +96,13 @@ class Router:
         if "return" not in value and "error" not in value:
             self.publish(value)
             return
+        if self.ids_confirmed:
+            # This agent echoes ids: an id-less reply is no call's, and order matching
+            # would hand it to the wrong caller.
+            self.stats.unexpected += 1
+            self.log.warning("dropping an id-less reply from an agent that echoes ids: "
+                             "%.200r", value)
+            return
         if not self.pending:
             self.stats.late_replies += 1
             self.log.debug("dropping an id-less reply nobody waits for: %.200r", value)

@@ -39,6 +39,10 @@ class Synchronizer:
         self.first_wait = first_wait
         self.max_wait = max_wait
         self.marker: SyncMarker | None = None
+        # Every marker sent on this connection and not answered yet: an answer to an
+        # older one (it came after we gave up waiting and sent another) must be
+        # recognised as such, never taken for the reply to a call.
+        self._outstanding: set[int] = set()
         self._saw_ff = False
         self._answered = Event()
         self._resyncer: gevent.Greenlet | None = None
@@ -49,6 +53,7 @@ class Synchronizer:
 
     def _arm(self, marker: SyncMarker) -> None:
         self.marker = marker
+        self._outstanding.add(marker.sync_id)
         self._saw_ff = False
         self._answered.clear()
         self.stats.syncs += 1
@@ -59,10 +64,21 @@ class Synchronizer:
         self._saw_ff = True
 
     def answers(self, value: dict[str, Any]) -> bool:
-        """Whether ``value`` answers the marker in flight (then it is consumed)."""
+        """Whether ``value`` answers a marker of ours (then it is consumed).
+
+        The marker in flight completes the sync; an older marker's late answer is
+        dropped.
+        """
         marker = self.marker
         if marker is not None and marker.matches(value, self._saw_ff):
+            self._outstanding.discard(marker.sync_id)
             self._answered.set()
+            return True
+        returned = value.get("return")
+        if type(returned) is int and returned in self._outstanding and "id" not in value:
+            self._outstanding.discard(returned)
+            self.stats.discarded += 1
+            self.log.debug("dropping the late answer to an earlier sync marker")
             return True
         return False
 
@@ -125,7 +141,8 @@ class Synchronizer:
             self._resyncer = None
 
     def stop(self) -> None:
-        """The connection is over: forget the marker, stop re-syncing."""
+        """The connection is over: forget the markers, stop re-syncing."""
         if self._resyncer is not None:
             self._resyncer.kill(block=False)
         self.marker = None
+        self._outstanding.clear()

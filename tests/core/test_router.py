@@ -110,3 +110,15 @@ def test_on_done_runs_on_completion_and_failure() -> None:
     r.route({"return": 1, "id": ok.cid})
     r.fail_all(ConnectionLost("x"))
     assert done == [ok.cid, bad.cid]
+
+
+def test_once_ids_are_confirmed_an_idless_reply_is_nobodys() -> None:
+    r = make()
+    first, second = r.new_call("c", None), r.new_call("c", None)
+    r.add(first)
+    r.add(second)
+    r.route({"return": 1, "id": first.cid})
+    r.route({"return": 123456})  # e.g. a stray answer: must not go to `second`
+    assert not second.ready() and r.echoes_ids and r.stats.unexpected == 1
+    r.route({"return": 2, "id": second.cid})
+    assert second.get(block=False)["return"] == 2
