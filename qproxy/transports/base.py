@@ -91,7 +91,7 @@ class Transport(ABC):
             except ConnectionLost as exc:
                 on_end(str(exc))
 
-        self._reader_greenlet = gevent.spawn(loop)
+        gevent.spawn(loop)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
