@@ -29,8 +29,16 @@ from typing import Any
 import gevent
 from gevent.event import AsyncResult, Event
 
-from ..errors import ChannelClosed, ConnectFailed, ConnectionLost, ProtocolError, QProxyError
+from ..errors import (
+    AgentReset,
+    ChannelClosed,
+    ConnectFailed,
+    ConnectionLost,
+    ProtocolError,
+    QProxyError,
+)
 from ..transports import Transport, transport_for
+from . import xport
 from .call import Call
 from .decoder import DEFAULT_MAX_SIZE, Decoder
 from .handshake import check_handshake, is_stray_parse_error
@@ -78,6 +86,7 @@ class Channel:
         if isinstance(target, str):
             transport_for(target)  # validate the URL now, so errors surface at once
         self.handshake = check_handshake(handshake)
+        self._xport = self.handshake == xport.XPORT_2011
         self.reconnect = reconnect
         self.retry_first_connect = retry_first_connect
         self.sync_timeout = sync_timeout
@@ -262,6 +271,9 @@ class Channel:
             self.stats.unexpected += 1
             self.log.warning("ignoring a message that is not an object: %.200r", value)
             return
+        if self._xport and xport.event_of(value) is not None:
+            self._on_xport_event(value)
+            return
         if self.state is not State.READY:
             if not self.sync.answers(value):
                 self.stats.discarded += 1
@@ -276,6 +288,25 @@ class Channel:
                     self.sync.resync_soon("the agent could not parse what it received")
                 return
         self.router.route(value)
+
+    def _on_xport_event(self, message: dict[str, Any]) -> None:
+        """The 2011 handshake: ack every ``guest_init``; one mid-session is a restart."""
+        name = xport.event_of(message)
+        if name != "guest_init":
+            self.log.debug("ignoring transport event %r", name)
+            return
+        sid = xport.session_of(message)
+        ack = xport.host_ack(sid)
+        if self.state is State.READY:
+            self.stats.agent_resets += 1
+            self.log.warning("the agent restarted (guest_init, session %r): cancelling %d "
+                             "calls", sid, len(self.router.pending))
+            self._fail_all(AgentReset(f"the agent at {self.url} restarted (new session "
+                                      f"{sid!r}); the call was cancelled"))
+            self._enqueue(ack)
+        else:
+            self._wqueue.appendleft(ack)  # before anything queued meanwhile
+            self.sync.agent_started()
 
     def _on_protocol_error(self, exc: ProtocolError) -> None:
         self.stats.protocol_errors += 1
@@ -331,7 +362,7 @@ class Channel:
         decoder = Decoder(self._on_value, max_size=self.max_message_size,
                           on_reset=self.sync.on_reset, on_error=self._on_protocol_error,
                           objects_only=True, logger=self.log)
-        self.router.new_connection()
+        self.router.new_connection(echoes_ids=not self._xport)
         ended: AsyncResult = AsyncResult()
         stats = self.stats
         feed = decoder.feed

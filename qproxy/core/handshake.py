@@ -8,6 +8,8 @@ answer and throws away everything until that answer comes back.
   resets its lexer on 0xFF and answers ``0xFF {"return": N}``.  qemu-ga >= 1.1.
 * ``sync``: ``guest-sync {"id": N}`` without the 0xFF framing (what libvirt sends).
 * ``none``: trust the stream as it is (agents that implement neither).
+* ``xport-2011``: wait for the agent's ``guest_init`` and answer ``host_ack`` (the 2011
+  RFC's transport events, :mod:`.xport`); replies are matched in order.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from ..errors import InvalidURL
 
-HANDSHAKES = ("sync-delimited", "sync", "none")
+HANDSHAKES = ("sync-delimited", "sync", "none", "xport-2011")
 
 
 @dataclass
@@ -45,8 +47,8 @@ def check_handshake(name: str) -> str:
 
 
 def new_marker(handshake: str) -> SyncMarker | None:
-    """A fresh sync attempt for ``handshake`` (``None`` for ``none``)."""
-    if handshake == "none":
+    """A fresh sync attempt for ``handshake`` (``None`` when nothing is to be sent)."""
+    if handshake in ("none", "xport-2011"):
         return None
     sync_id = random.randint(1, 2**31 - 1)
     delimited = handshake == "sync-delimited"

@@ -34,9 +34,12 @@ class Router:
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._heads: dict[str, bytes] = {}
 
-    def new_connection(self) -> None:
-        """A new connection (perhaps another agent): learn again whether it echoes ids."""
-        self.echoes_ids = True
+    def new_connection(self, echoes_ids: bool = True) -> None:
+        """A new connection (perhaps another agent): learn again whether it echoes ids.
+
+        ``echoes_ids=False`` for protocols known to carry none (match in order at once).
+        """
+        self.echoes_ids = echoes_ids
         self.ids_confirmed = False
 
     # -- requests -------------------------------------------------------------------

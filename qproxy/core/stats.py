@@ -21,6 +21,7 @@ class ChannelStats:
     protocol_errors: int = 0
     syncs: int = 0
     reconnects: int = 0
+    agent_resets: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
 

@@ -22,6 +22,7 @@ from ..transports import Transport
 from .handshake import SyncMarker, new_marker
 from .router import Router
 from .stats import ChannelStats
+from .xport import XPORT_2011
 
 
 class Synchronizer:
@@ -88,6 +89,11 @@ class Synchronizer:
 
         Returns False if the transport broke first.
         """
+        if self.handshake == XPORT_2011:
+            # The agent speaks first: wait for its guest_init (see agent_started()).
+            self._answered.clear()
+            self._answered.wait()
+            return True
         attempt = 0
         while True:
             marker = new_marker(self.handshake)
@@ -106,10 +112,18 @@ class Synchronizer:
             attempt += 1
             self.log.info("no answer to %s after %.1f s; retrying", self.handshake, wait)
 
+    def agent_started(self) -> None:
+        """The agent's ``guest_init`` arrived (2011 handshake): the handshake is done."""
+        self._answered.set()
+
     # -- in band --------------------------------------------------------------------
     def resync_soon(self, why: str) -> None:
-        """Re-synchronise in band: a reply may have been lost or misread."""
-        if not self._is_ready():
+        """Re-synchronise in band: a reply may have been lost or misread.
+
+        The 2011 protocol has no sync command: there, calls that timed out keep their
+        place in the order instead, and their late replies are consumed in turn.
+        """
+        if not self._is_ready() or self.handshake == XPORT_2011:
             return
         if self._resyncer is not None:
             # The garbage may have eaten replies sent after the marker in flight.

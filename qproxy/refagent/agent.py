@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ import gevent
 from gevent.queue import Queue
 from gevent.server import StreamServer
 
+from ..core import xport
 from ..core.decoder import Decoder
 from ..errors import InvalidURL, ProtocolError
 from ..transports.registry import split_url
@@ -62,10 +64,11 @@ def listen_socket(url: str) -> socket.socket:
 class ReferenceAgent:
     """A guest agent for tests and demos.  ``start()`` it, ``stop()`` it."""
 
-    def __init__(self, listen: str, *, echo_ids: bool = True,
+    def __init__(self, listen: str, *, echo_ids: bool = True, xport_2011: bool = False,
                  extra_commands: list[Command] | None = None) -> None:
         self.listen_url = listen
-        self.echo_ids = echo_ids
+        self.xport_2011 = xport_2011
+        self.echo_ids = echo_ids and not xport_2011
         self.commands = build_commands(extra_commands)
         self.requests = 0
         self.sessions = 0
@@ -105,6 +108,9 @@ class ReferenceAgent:
     # -- one session ------------------------------------------------------------------
     def _session(self, sock: socket.socket, address: Any) -> None:
         self.sessions += 1
+        if self.xport_2011:
+            XportSession(self, sock).run()
+            return
         inbox: Queue = Queue()
 
         def bad_input(exc: ProtocolError) -> None:
@@ -171,3 +177,74 @@ class ReferenceAgent:
         if name == "guest-sync-delimited":
             data = b"\xff" + data
         return data
+
+
+class XportSession:
+    """A session in the 2011 protocol: ``guest_init`` first, nothing until ``host_ack``.
+
+    ``qproxy-restart {"after": S}`` (handled as soon as it is read, not in turn) plays an
+    agent restart S seconds later: a new session id, a new ``guest_init``, and the work
+    of the old session is dropped unanswered.
+    """
+
+    def __init__(self, agent: ReferenceAgent, sock: socket.socket) -> None:
+        self.agent = agent
+        self.sock = sock
+        self.epoch = 0
+        self.sid = 0
+        self.acked = False
+        self.inbox: Queue = Queue()
+
+    def run(self) -> None:
+        decoder = Decoder(self._on_value, objects_only=True, logger=log)
+        worker = gevent.spawn(self._work)
+        try:
+            self._init()
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                decoder.feed(data)
+        except OSError:
+            pass
+        finally:
+            self.inbox.put(None)
+            worker.join(timeout=5)
+            worker.kill()
+
+    def _init(self) -> None:
+        self.epoch += 1
+        self.sid = random.randint(1, 2**31 - 1)
+        self.acked = False
+        self.sock.sendall(xport.event("guest_init", self.sid))
+
+    def _on_value(self, value: dict[str, Any]) -> None:
+        if not self.acked:
+            if xport.event_of(value) == "host_ack" and xport.session_of(value) == self.sid:
+                self.acked = True
+            return  # everything before the ack is ignored
+        if value.get("execute") == "qproxy-restart":
+            after = value.get("arguments", {}).get("after", 0)
+            gevent.spawn_later(float(after), self._restart)
+            return
+        self.inbox.put((self.epoch, value))
+
+    def _restart(self) -> None:
+        with contextlib.suppress(OSError):
+            self._init()
+
+    def _work(self) -> None:
+        for item in self.inbox:
+            if item is None:
+                return
+            epoch, request = item
+            if epoch != self.epoch:
+                continue  # queued before a restart
+            reply = self.agent._handle(request)
+            if reply is None or epoch != self.epoch:
+                continue  # answered after a restart: that session is gone
+            try:
+                self.sock.sendall(reply)
+            except OSError:
+                return
+

@@ -14,6 +14,7 @@ from ..errors import QProxyError
 EXAMPLES = """examples:
   qproxy agent --listen unix:/tmp/qga.sock
   qproxy agent --listen tcp:127.0.0.1:4444 --no-echo-ids   # play a very old agent
+  qproxy agent --listen unix:/tmp/rfc.sock --xport-2011     # the 2011 RFC's agent
 """
 
 
@@ -29,6 +30,9 @@ def add_parser(sub: Any) -> None:
                    help="where to listen: unix:PATH or tcp:HOST:PORT")
     p.add_argument("--no-echo-ids", action="store_true",
                    help="do not copy request ids into replies (a pre-2012 agent)")
+    p.add_argument("--xport-2011", action="store_true",
+                   help="speak the 2011 RFC's handshake: guest_init first, nothing until "
+                        "host_ack, no ids; qproxy-restart {\"after\": S} plays a restart")
     p.set_defaults(run=run)
 
 
@@ -36,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT."""
     from ..refagent import ReferenceAgent
 
-    agent = ReferenceAgent(args.listen, echo_ids=not args.no_echo_ids)
+    agent = ReferenceAgent(args.listen, echo_ids=not args.no_echo_ids,
+                           xport_2011=args.xport_2011)
     try:
         agent.start()
     except (QProxyError, OSError) as exc:
