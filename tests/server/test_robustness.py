@@ -191,3 +191,22 @@ def test_half_closed_client_still_gets_its_replies(refagent_socket: Path, serve:
         assert client.read()["id"] == 1
         assert client.read() == {"return": {}, "id": 2}
         assert client.read_eof() == b""
+
+
+@pytest.mark.timeout(30)
+def test_an_agent_restart_2011_style_answers_every_pending_client(
+        workdir: Path, serve: Any, raw: Any) -> None:
+    """The RFC's promise: on guest_init mid-session, callers get an error, not silence."""
+    with reference_agent(workdir, "--xport-2011") as (_, agent_sock), \
+            serve(agent_sock, "--handshake", "xport-2011") as (_, proxy), \
+            raw(proxy) as waiting, raw(proxy) as restarter:
+        waiting.send({"execute": "qproxy-sleep", "arguments": {"seconds": 1.5}, "id": "w"})
+        gevent.sleep(0.1)
+        restarter.send({"execute": "qproxy-restart", "arguments": {"after": 0.1}, "id": "r"})
+        for client, cid in ((waiting, "w"), (restarter, "r")):
+            reply = client.read()
+            assert reply["id"] == cid
+            assert reply["error"]["class"] == "GenericError"
+            assert "restarted" in reply["error"]["desc"], reply
+        assert waiting.call("qproxy-echo", {"after": "restart"}, id=1) == {
+            "return": {"after": "restart"}, "id": 1}
