@@ -64,8 +64,10 @@ class Listener:
 def parse_listen_url(url: str) -> tuple[int, Any]:
     """``(family, address)`` for a listen URL; raises :class:`InvalidURL`."""
     scheme, rest, options = split_url(url)
-    if options:
-        raise InvalidURL(f"{url}: listen URLs take no options")
+    unknown = sorted(set(options) - {"allow", "deny"})
+    if unknown:
+        raise InvalidURL(f"{url}: unknown listen option(s) {', '.join(unknown)} "
+                         "(allowed: allow, deny)")
     if scheme == "unix":
         path = rest[2:] if rest.startswith("//") else rest
         if not path:

@@ -13,6 +13,7 @@ the channel closes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import socket
@@ -25,7 +26,9 @@ from gevent.server import StreamServer
 
 from ..core.channel import Channel, State
 from ..core.decoder import DEFAULT_MAX_SIZE
+from ..transports.registry import split_url
 from .listener import DEFAULT_MODE, Listener, bind
+from .policy import CommandPolicy, patterns
 from .session import DEFAULT_LINGER, DEFAULT_MAX_IN_FLIGHT, Session
 
 log = logging.getLogger("qproxy.server")
@@ -49,9 +52,16 @@ class Server:
                  max_message_size: int = DEFAULT_MAX_SIZE,
                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
                  grace: float = DEFAULT_GRACE,
-                 linger: float = DEFAULT_LINGER) -> None:
+                 linger: float = DEFAULT_LINGER,
+                 allow: Sequence[str] | None = None,
+                 deny: Sequence[str] = ()) -> None:
         if not listen:
             raise ValueError("the server needs at least one address to listen on")
+        allowed = patterns(allow) or None
+        denied = patterns(deny)
+        base = CommandPolicy(allowed, denied) if allowed is not None or denied else None
+        # Per listener: the server-wide policy refined by the URL's allow=/deny= options.
+        self.policies = [CommandPolicy.combine(base, split_url(url)[2]) for url in listen]
         self.channel = agent if isinstance(agent, Channel) else Channel(
             agent, handshake=handshake, retry_first_connect=wait,
             max_message_size=max_message_size, name="agent",
@@ -91,11 +101,11 @@ class Server:
             self._close_listeners()
             self.channel.close()
             raise
-        for listener in self.listeners:
-            server = StreamServer(listener.socket, self._handle)
+        for listener, policy in zip(self.listeners, self.policies, strict=True):
+            server = StreamServer(listener.socket, functools.partial(self._handle, policy))
             server.start()
             self._servers.append(server)
-            log.info("listening on %s", listener.url)
+            log.info("listening on %s%s", listener.url, f" ({policy})" if policy else "")
         return self
 
     def stop(self, grace: float | None = None) -> None:
@@ -123,13 +133,15 @@ class Server:
         for listener in self.listeners:
             listener.close()
 
-    def _handle(self, sock: socket.socket, address: Any) -> None:
+    def _handle(self, policy: CommandPolicy | None, sock: socket.socket,
+                address: Any) -> None:
         number = next(self._numbers)
         self.session_count += 1
         peer = f" from {address[0]}:{address[1]}" if isinstance(address, tuple) else ""
         session = Session(sock, self.channel, name=f"session {number}{peer}",
                           max_message_size=self.max_message_size,
-                          max_in_flight=self.max_in_flight, linger=self.linger)
+                          max_in_flight=self.max_in_flight, linger=self.linger,
+                          policy=policy)
         if sock.family != socket.AF_UNIX:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

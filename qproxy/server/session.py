@@ -45,6 +45,7 @@ from ..core.decoder import DEFAULT_MAX_SIZE, Decoder
 from ..errors import ConnectionLost, MessageTooLarge, ProtocolError
 from . import replies
 from .handles import TRACKED, FileHandles
+from .policy import CommandPolicy
 from .replies import NO_ID
 
 log = logging.getLogger("qproxy.server.session")
@@ -75,7 +76,8 @@ class Session:
     def __init__(self, sock: socket.socket, channel: Channel, *, name: str,
                  max_message_size: int = DEFAULT_MAX_SIZE,
                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 linger: float = DEFAULT_LINGER) -> None:
+                 linger: float = DEFAULT_LINGER,
+                 policy: CommandPolicy | None = None) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self.sock = sock
@@ -108,6 +110,7 @@ class Session:
         self._drained = Event()  # nothing left to write (while finishing)
         self._hurry = Event()    # shutdown() moved the deadline
         self._handles = FileHandles(channel, name)
+        self._policy = policy
         self._decoder = Decoder(self._on_value, max_size=max_message_size,
                                 on_reset=self._on_reset, on_error=self._on_error,
                                 logger=_input_log)
@@ -204,6 +207,10 @@ class Session:
                     if local is not None:
                         self._slots.append(local)
                         return
+                elif self._policy is not None and not self._policy.permits(command):
+                    self._slots.append(replies.error(
+                        "CommandNotFound", self._policy.refusal(command), client_id))
+                    return
                 if command in TRACKED:
                     refused = self._handles.refuse(command, value)
                     if refused is not None:
@@ -243,6 +250,8 @@ class Session:
         """
         if call.command in TRACKED:
             self._handles.answered(call)
+        elif call.command == "guest-info" and self._policy is not None and call.successful():
+            self._policy.mark_disabled(call.value.get("return"))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.run_callback(self._on_call_done, call)

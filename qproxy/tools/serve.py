@@ -19,6 +19,9 @@ EXAMPLES = """examples:
   qproxy serve unix:/run/qga.sock --listen unix:/run/qproxy.sock
   qproxy serve unix:/var/lib/libvirt/qemu/vm1.agent --wait \\
         --listen unix:/run/qproxy-vm1.sock --mode 0660 --listen tcp:127.0.0.1:4444
+  qproxy serve unix:/run/qga.sock --listen unix:/run/qga-admin.sock \
+        --listen 'unix:/run/qga-monitor.sock?allow=guest-ping,guest-info,guest-get-*' \
+        --deny 'guest-set-*'
   echo '{"execute":"guest-ping"}' | socat - UNIX-CONNECT:/run/qproxy.sock
 
 Clients speak the plain guest-agent protocol, exactly as to qemu-ga: each gets its own
@@ -75,6 +78,13 @@ def add_parser(sub: Any) -> None:
                         "unless a HOST is given; port 0 picks one); repeat for several")
     p.add_argument("--mode", type=_mode, default=0o600, metavar="OCTAL",
                    help="permissions of Unix sockets (default 0600)")
+    p.add_argument("--allow", action="append", metavar="PATTERNS",
+                   help="only these commands (comma-separated shell patterns, e.g. "
+                        "'guest-ping,guest-info,guest-get-*'); a listen URL's own "
+                        "?allow=... replaces it for that socket")
+    p.add_argument("--deny", action="append", metavar="PATTERNS",
+                   help="refuse these commands (patterns; denial wins), e.g. "
+                        "'guest-exec*,guest-file-*'; adds to a listen URL's ?deny=...")
     p.add_argument("--handshake", choices=HANDSHAKES, default="sync-delimited",
                    help="how to synchronise with the agent on each connection "
                         "(default sync-delimited)")
@@ -107,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         server = Server(args.agent, args.listen, mode=args.mode, handshake=args.handshake,
+                        allow=args.allow, deny=args.deny or (),
                         wait=args.wait, connect_timeout=args.connect_timeout,
                         max_message_size=args.max_message_size,
                         max_in_flight=args.max_in_flight, grace=args.grace)
