@@ -22,7 +22,6 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +44,7 @@ from .handshake import check_handshake, is_stray_parse_error
 from .router import Router
 from .stats import ChannelStats
 from .sync import Synchronizer
+from .writer import Writer
 
 __all__ = ["Call", "Channel", "State"]
 
@@ -99,13 +99,11 @@ class Channel:
         self.state = State.CONNECTING
         self.last_error: QProxyError | None = None
         self.router = Router(self.stats, self.log)
-        self._wqueue: deque[bytes] = deque()
-        self._writer_busy = False
-        self._wake_writer = Event()
+        self.writer = Writer(self.stats, self.log)
         self._ready = Event()
         self._transport: Transport | None = None
         self.sync = Synchronizer(self.handshake, router=self.router, stats=self.stats,
-                                 log=self.log, enqueue=self._enqueue,
+                                 log=self.log, enqueue=self.writer.send,
                                  is_ready=lambda: self.state is State.READY,
                                  first_wait=sync_timeout, max_wait=backoff_cap)
         self._runner: gevent.Greenlet | None = None
@@ -204,7 +202,7 @@ class Channel:
 
     def _launch(self, call: Call, data: bytes) -> None:
         self.router.add(call)
-        self._enqueue(data)
+        self.writer.send(data)
 
     def abandon(self, call: Call, *, timed_out: bool = True) -> None:
         """The caller gave up: drop the late reply when it comes.
@@ -228,42 +226,6 @@ class Channel:
             return ChannelClosed(f"the channel to {self.url} is closed")
         return ConnectionLost(f"the agent at {self.url} is not connected "
                               f"(reconnecting; last error: {self.last_error})")
-
-    # -- writing --------------------------------------------------------------------
-    def _enqueue(self, data: bytes) -> None:
-        transport = self._transport
-        if (self.state is State.READY and not self._wqueue and not self._writer_busy
-                and transport is not None):
-            # Fast path: write from the caller when nobody else is writing.
-            try:
-                sent = transport.write_nowait(data)
-            except ConnectionLost:
-                sent = 0  # the reader sees the break and fails the call
-            self.stats.bytes_out += sent
-            if sent == len(data):
-                return
-            data = data[sent:]
-        self._wqueue.append(data)
-        self._wake_writer.set()
-
-    def _write_loop(self, transport: Transport) -> None:
-        queue = self._wqueue
-        while True:
-            self._wake_writer.wait()
-            self._wake_writer.clear()
-            while queue and self.state is State.READY:
-                batch = queue.popleft() if len(queue) == 1 else b"".join(queue)
-                queue.clear()
-                self._writer_busy = True
-                try:
-                    transport.write(batch)
-                except ConnectionLost as exc:
-                    # The reader sees the break too and fails every pending call.
-                    self.log.debug("write failed: %s", exc)
-                    return
-                finally:
-                    self._writer_busy = False
-                self.stats.bytes_out += len(batch)
 
     # -- reading and routing ----------------------------------------------------------
     def _on_value(self, value: Any) -> None:
@@ -303,9 +265,9 @@ class Channel:
                              "calls", sid, len(self.router.pending))
             self._fail_all(AgentReset(f"the agent at {self.url} restarted (new session "
                                       f"{sid!r}); the call was cancelled"))
-            self._enqueue(ack)
+            self.writer.send(ack)
         else:
-            self._wqueue.appendleft(ack)  # before anything queued meanwhile
+            self.writer.send_first(ack)  # before anything queued meanwhile
             self.sync.agent_started()
 
     def _on_protocol_error(self, exc: ProtocolError) -> None:
@@ -376,7 +338,7 @@ class Channel:
                 ended.set(reason)
 
         transport.start_reading(on_data, on_end)
-        writer = gevent.spawn(self._write_loop, transport)
+        writer = gevent.spawn(self.writer.run, transport)
         syncer = gevent.spawn(self.sync.handshake_on, transport)
         try:
             gevent.wait([ended, syncer], count=1)
@@ -385,7 +347,7 @@ class Channel:
                 self._connected_once = True
                 self.log.info("connected to %s", self.url)
                 self._ready.set()
-                self._wake_writer.set()
+                self.writer.open(transport)
                 return str(ended.get()), True
             if syncer.ready() and not syncer.successful():
                 return f"handshake failed: {syncer.exception}", False
@@ -393,10 +355,11 @@ class Channel:
         finally:
             syncer.kill(block=False)
             self.sync.stop()
+            self.writer.close()
             writer.kill(block=False)
             transport.close()
             self._transport = None
 
     def _fail_all(self, exc: ConnectionLost) -> None:
-        self._wqueue.clear()
+        self.writer.clear()
         self.router.fail_all(exc)
