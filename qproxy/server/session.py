@@ -4,10 +4,10 @@ A session owns one client socket.  Its per-request path runs in event-loop callb
 with no greenlet switch per request:
 
 * when the socket is **readable**, the bytes are decoded with the same
-  :class:`~qproxy.core.decoder.Decoder` the channel uses; ``guest-sync``,
-  ``guest-sync-delimited``, parse errors and 0xFF are answered locally, every other
-  request is forwarded with :meth:`Channel.submit` (which never blocks), remembering
-  the client's own id;
+  :class:`~qproxy.core.decoder.Decoder` the channel uses; parse errors and 0xFF are
+  answered locally, requests pass the :mod:`.gate` (syncs, the socket's policy, file
+  handles), the rest is forwarded with :meth:`Channel.submit` (which never blocks),
+  remembering the client's own id;
 * every request takes one *slot* in an ordered queue: the bytes of a local answer, or
   ``(call, client_id)``.  Whenever the first slot is ready (after a read, or when the
   call at the head completes), every ready slot from the head on is rendered and
@@ -40,11 +40,11 @@ from gevent.event import Event
 from gevent.hub import get_hub
 
 from ..core.channel import Call, Channel
-from ..core.commands import NO_SUCCESS_RESPONSE, SYNC_COMMANDS
+from ..core.commands import NO_SUCCESS_RESPONSE
 from ..core.decoder import DEFAULT_MAX_SIZE, Decoder
 from ..errors import ConnectionLost, MessageTooLarge, ProtocolError
 from . import replies
-from .handles import TRACKED, FileHandles
+from .gate import WATCHED, Gate
 from .policy import CommandPolicy
 from .replies import NO_ID
 
@@ -109,8 +109,7 @@ class Session:
         self._ended = Event()    # reading is over
         self._drained = Event()  # nothing left to write (while finishing)
         self._hurry = Event()    # shutdown() moved the deadline
-        self._handles = FileHandles(channel, name)
-        self._policy = policy
+        self._gate = Gate(channel, name, policy)
         self._decoder = Decoder(self._on_value, max_size=max_message_size,
                                 on_reset=self._on_reset, on_error=self._on_error,
                                 logger=_input_log)
@@ -202,24 +201,12 @@ class Session:
             command = value.get("execute")
             if type(command) is str:
                 client_id = value.pop("id", NO_ID)
-                if command in SYNC_COMMANDS:
-                    local = replies.sync_reply(command, value, client_id)
-                    if local is not None:
-                        self._slots.append(local)
-                        return
-                elif self._policy is not None and not self._policy.permits(command):
-                    self._slots.append(replies.error(
-                        "CommandNotFound", self._policy.refusal(command), client_id))
+                local = self._gate.local_answer(command, value, client_id)
+                if local is not None:
+                    self._slots.append(local)
                     return
-                if command in TRACKED:
-                    refused = self._handles.refuse(command, value)
-                    if refused is not None:
-                        self._slots.append(replies.error("GenericError", refused, client_id))
-                        return
-                    call = self.channel.submit(value, self._on_done)
-                    self._handles.sent(command, value, call)
-                else:
-                    call = self.channel.submit(value, self._on_done)
+                call = self.channel.submit(value, self._on_done)
+                self._gate.sent(command, value, call)
                 self._slots.append((call, client_id))
                 return
         self._slots.append(replies.invalid_request(value))
@@ -248,10 +235,8 @@ class Session:
         One flush per session per turn, however many of its replies a read from the
         agent carried, so they leave in one write.
         """
-        if call.command in TRACKED:
-            self._handles.answered(call)
-        elif call.command == "guest-info" and self._policy is not None and call.successful():
-            self._policy.mark_disabled(call.value.get("return"))
+        if call.command in WATCHED:
+            self._gate.answered(call)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.run_callback(self._on_call_done, call)
@@ -398,7 +383,7 @@ class Session:
                 else:
                     abandon(slot[0], timed_out=False)
         self._slots.clear()
-        self._handles.release(opening)
+        self._gate.release(opening)
 
     def _stop_watchers(self) -> None:
         self._reading = False
