@@ -114,7 +114,7 @@ class Session:
                                 on_reset=self._on_reset, on_error=self._on_error,
                                 logger=_input_log)
 
-    # -- public ---------------------------------------------------------------------
+    # -- public --
     def run(self) -> None:
         """Serve the client until it leaves or the session is shut down."""
         started = time.monotonic()
@@ -146,7 +146,7 @@ class Session:
         """Requests received whose replies are not written yet."""
         return len(self._slots)
 
-    # -- reading (event-loop callbacks) -----------------------------------------------
+    # -- reading (event-loop callbacks) --
     def _on_readable(self) -> None:
         try:
             data = os.read(self._fd, RECV_SIZE)
@@ -228,7 +228,7 @@ class Session:
             log.info("%s: %s", self.name, exc)
         self._slots.append(replies.parse_error(str(exc)))
 
-    # -- writing (event-loop callbacks) -----------------------------------------------
+    # -- writing (event-loop callbacks) --
     def _on_done(self, call: Call) -> None:
         """A call of ours completed: flush once this turn of the loop is over.
 
@@ -332,7 +332,7 @@ class Session:
             return None  # the guest went down: that is what the command asked for
         return replies.unavailable(str(exc), client_id)
 
-    # -- the end (in the session's greenlet) ------------------------------------------
+    # -- the end (in the session's greenlet) --
     def _finish(self) -> None:
         if self._write_error is not None:
             self.end_reason = self._write_error
