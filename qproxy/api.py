@@ -145,10 +145,7 @@ class Agent:
         :meth:`call` (a gevent ``Timeout`` if it does not arrive in time; call
         :meth:`abandon` then so that the late reply is dropped quietly).
         """
-        request: dict[str, Any] = {"execute": command}
-        if arguments is not None:
-            request["arguments"] = arguments
-        pending = self.channel.submit(request)
+        pending = self.channel.submit_command(command, arguments)
         result = _ReturnResult(pending)
         pending.rawlink(result.complete)
         return result

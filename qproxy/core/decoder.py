@@ -57,7 +57,6 @@ class DecoderStats:
     oversize: int = 0
 
 
-_new_coro = new_parser
 
 
 def _ends_like_value(data: bytes | bytearray) -> bool:
@@ -94,7 +93,7 @@ class Decoder:
         self.log = logger or logging.getLogger("qproxy.decoder")
         self.stats = DecoderStats()
         self._out: Any = ijson.sendable_list()
-        self._coro: Any = _new_coro(self._out)
+        self._coro: Any = new_parser(self._out)
         # Bytes fed to the parser since it was last known to sit between values, and how
         # many values those bytes already yielded (for the careful re-parse after an error).
         self._since = bytearray()
@@ -154,7 +153,7 @@ class Decoder:
         self._since_values = 0
         self._held.clear()
         self._out.clear()
-        self._coro = _new_coro(self._out)
+        self._coro = new_parser(self._out)
 
     def _feed_piece(self, piece: bytes) -> None:
         if self._discarding:
@@ -283,7 +282,7 @@ class Decoder:
         self._since.clear()
         self._since_values = 0
         self._out.clear()
-        self._coro = _new_coro(self._out)
+        self._coro = new_parser(self._out)
         items, tail = salvage(buf, self._start)
         if tail is not None:
             # An unfinished value, well-formed so far: the live parser goes on with it.

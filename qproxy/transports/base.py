@@ -35,8 +35,6 @@ class Transport(ABC):
 
     #: URL schemes this transport serves, e.g. ``("unix",)``.
     schemes: ClassVar[tuple[str, ...]] = ()
-    #: Whether the peer can vanish and come back on the same address (reconnect makes sense).
-    reconnectable: ClassVar[bool] = True
 
     def __init__(self, url: str) -> None:
         self.url = url
